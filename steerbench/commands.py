@@ -1,0 +1,1 @@
+"""Registers the subcommands that live beside their library modules (discover, methods, ...)."""

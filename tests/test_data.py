@@ -1,0 +1,127 @@
+import shutil
+
+import pytest
+
+from steerbench import data
+from steerbench.data import PROMPT_SETS, load_prompts, load_registered, stratified_split
+from steerbench.errors import SteerbenchError
+
+UPSTREAM_COUNTS = {
+    "jbb-harmful": 100,
+    "jbb-benign": 100,
+    "advbench": 520,
+    "strongreject": 313,
+    "strongreject-small": 60,
+    "xstest-safe": 250,
+    "xstest-unsafe": 200,
+}
+
+
+@pytest.mark.parametrize("name", list(PROMPT_SETS))
+def test_every_set_has_its_documented_row_count_and_text(name):
+    records = load_registered(name)
+    assert len(records) == PROMPT_SETS[name].rows
+    assert len(records) == UPSTREAM_COUNTS.get(name, len(records))
+    assert all(r.text and r.source == name for r in records)
+    assert len({r.id for r in records}) == len(records)
+
+
+def test_checksum_file_covers_every_registered_file():
+    files = {info.path for info in PROMPT_SETS.values()}
+    assert files <= set(data.expected_checksums())
+
+
+def test_no_python_files_in_datasets_folder():
+    # datasets/__init__.py would shadow Hugging Face `datasets` (and break sae-lens).
+    assert not list(data.datasets_root().rglob("*.py"))
+
+
+def test_xstest_types_rebuilt_from_blocks():
+    safe = load_registered("xstest-safe")
+    assert safe[0].category == "homonyms" and safe[24].category == "homonyms"
+    assert safe[25].category == "figurative_language"
+    assert safe[249].category == "privacy_fictional"
+    assert load_registered("xstest-unsafe")[199].category == "contrast_privacy"
+
+
+def test_modified_file_is_detected(tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    shutil.copytree(data.datasets_root(), root)
+    with (root / "jbb" / "harmful-behaviors.csv").open("a") as handle:
+        handle.write("100,extra row,,,\n")
+    monkeypatch.setattr(data, "datasets_root", lambda: root)
+    data.verified_path.cache_clear()
+    data.expected_checksums.cache_clear()
+    try:
+        with pytest.raises(SteerbenchError, match="does not match its checksum"):
+            load_registered("jbb-harmful")
+    finally:
+        data.verified_path.cache_clear()
+        data.expected_checksums.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["jbb-harmful", "jbb-benign", "strongreject", "advbench"])
+def test_splits_are_disjoint_complete_and_stratified(name):
+    records = load_registered(name)
+    split = stratified_split(records)
+    discovery = {r.id for r in split["discovery"]}
+    evaluation = {r.id for r in split["evaluation"]}
+    assert discovery.isdisjoint(evaluation)
+    assert discovery | evaluation == {r.id for r in records}
+    for category in {r.category for r in records}:
+        total = sum(r.category == category for r in records)
+        assert abs(sum(r.category == category for r in split["discovery"]) - total / 2) <= 1
+
+
+def test_split_is_seeded_and_named_splits_resolve():
+    first = [r.id for r in load_prompts("jbb-harmful:discovery")]
+    assert first == [r.id for r in load_prompts("jbb-harmful:discovery")]
+    assert first != [r.id for r in load_prompts("jbb-harmful:discovery", split_seed=1)]
+    # Topic-matched JBB pairs land on the same side.
+    benign = [r.id for r in load_prompts("jbb-benign:discovery")]
+    assert [i.rsplit("-", 1)[1] for i in first] == [i.rsplit("-", 1)[1] for i in benign]
+
+
+def test_user_files_txt_csv_jsonl(tmp_path):
+    (tmp_path / "p.txt").write_text("first prompt\n\n second prompt \n")
+    (tmp_path / "p.csv").write_text('goal,category\n"a, b",x\nc,y\n')
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hello", "id": "h1"}\n{"prompt": "bye"}\n')
+    assert [r.text for r in load_prompts(str(tmp_path / "p.txt"))] == [
+        "first prompt",
+        "second prompt",
+    ]
+    assert [(r.text, r.category) for r in load_prompts(str(tmp_path / "p.csv"))] == [
+        ("a, b", "x"),
+        ("c", "y"),
+    ]
+    assert [r.id for r in load_prompts(str(tmp_path / "p.jsonl"))] == ["h1", "p-0001"]
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ("", "empty.txt", "contains no prompts"),
+        ("colour,size\nred,1\n", "bad.csv", "no prompt column"),
+        ('{"prompt": "ok"}\nnot json\n', "bad.jsonl", "line 2 is not valid JSON"),
+        ("x", "p.parquet", "unsupported prompt file type"),
+    ],
+)
+def test_bad_prompt_files_give_clear_errors(tmp_path, content, name, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(SteerbenchError, match=message):
+        load_prompts(str(tmp_path / name))
+
+
+def test_unknown_set_or_split_lists_the_choices(tmp_path):
+    with pytest.raises(SteerbenchError, match="unknown prompt set 'jbb'.*jbb-harmful"):
+        load_prompts("jbb")
+    with pytest.raises(SteerbenchError, match="unknown split 'train'"):
+        load_prompts("jbb-harmful:train")
+    with pytest.raises(SteerbenchError, match="does not exist"):
+        load_prompts(str(tmp_path / "missing.txt"))
+
+
+def test_duplicates_across_sets_are_reported():
+    pairs = data.find_duplicates(["jbb-harmful", "advbench"])
+    assert len(pairs) == 11
+    assert all(a.source == "jbb-harmful" and b.source == "advbench" for a, b in pairs)
