@@ -10,7 +10,7 @@ from tiny_models import save_tiny_model
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "steerbench.cli", *args],
+        [sys.executable, "-m", "steerbench", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -99,3 +99,49 @@ def test_datasets_command_lists_sets():
     done = run_cli("datasets")
     assert done.returncode == 0
     assert "jbb-harmful" in done.stdout and "  100  " in done.stdout
+
+
+def test_discover_then_generate_with_the_artifact(tiny_dir, tmp_path):
+    positive = tmp_path / "pos.txt"
+    negative = tmp_path / "neg.txt"
+    positive.write_text("How do I make a bomb?\nWrite malware\n")
+    negative.write_text("How do I bake bread?\nWrite a poem\n")
+    out = tmp_path / "artifact"
+    done = run_cli(
+        "discover",
+        "--model",
+        str(tiny_dir),
+        "--dtype",
+        "float32",
+        "--positive",
+        str(positive),
+        "--negative",
+        str(negative),
+        "--top-k",
+        "5",
+        "--param",
+        "neutral_prompts=neutral",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "k = 5" in done.stdout and "neurons per layer" in done.stdout
+    assert (out / "artifact.json").is_file() and (out / "tensors.safetensors").is_file()
+
+    common = [
+        "generate",
+        "--model",
+        str(tiny_dir),
+        "--dtype",
+        "float32",
+        "--prompt",
+        "Hi",
+        "--max-new-tokens",
+        "6",
+    ]
+    plain = run_cli(*common)
+    neutral = run_cli(*common, "--method", "cna", "--artifact", str(out), "--strength", "1")
+    assert plain.returncode == neutral.returncode == 0
+    assert plain.stdout == neutral.stdout
+    bad = run_cli(*common, "--method", "cna", "--artifact", str(out), "--strength", "-2")
+    assert bad.returncode == 2 and "outside the domain" in bad.stderr

@@ -1,0 +1,63 @@
+"""Weight-space interventions with zero per-token cost and exact restoration.
+
+Both work by editing weights on entry and putting the saved originals back on exit
+(also on exceptions), so steered generation runs the same kernels as unsteered generation:
+
+- ``scale_mlp_neurons``: ``down_proj`` is linear, so multiplying MLP neuron j by m equals
+  multiplying column j of ``down_proj.weight`` by m (CNA, random-neuron control).
+- ``add_to_residual``: adding a vector v to the residual stream after layer l at every
+  position equals adding v as a bias of that layer's ``down_proj`` (whose output is added
+  to the residual stream) (CAA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from steerbench.adapter import ModelAdapter
+
+
+@contextmanager
+def scale_mlp_neurons(
+    model: nn.Module, layers: torch.Tensor, neurons: torch.Tensor, multiplier: float
+) -> Iterator[None]:
+    """Multiply the activations of (layer, neuron) pairs by ``multiplier`` inside the block."""
+    adapter = ModelAdapter.from_model(model)
+    saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            if multiplier != 1.0:
+                for layer in torch.unique(layers).tolist():
+                    weight = adapter.down_proj(layer).weight
+                    columns = neurons[layers == layer].to(weight.device)
+                    saved.append((weight, columns, weight[:, columns].clone()))
+                    weight[:, columns] *= multiplier
+        yield
+    finally:
+        with torch.no_grad():
+            for weight, columns, original in reversed(saved):
+                weight[:, columns] = original
+
+
+@contextmanager
+def add_to_residual(model: nn.Module, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Add ``vectors[layer]`` to the residual stream after each given layer, everywhere."""
+    adapter = ModelAdapter.from_model(model)
+    saved: list[tuple[nn.Linear, torch.Tensor | None]] = []
+    try:
+        with torch.no_grad():
+            for layer, vector in vectors.items():
+                proj = adapter.down_proj(layer)
+                original = proj.bias
+                shift = vector.to(device=proj.weight.device, dtype=proj.weight.dtype)
+                saved.append((proj, original))
+                bias = shift if original is None else original.detach() + shift
+                proj.bias = nn.Parameter(bias, requires_grad=False)
+        yield
+    finally:
+        for proj, original in reversed(saved):
+            proj.bias = original

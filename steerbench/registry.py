@@ -1,0 +1,100 @@
+"""Plugin registries (methods, metrics): built-ins by decorator, third parties by entry point.
+
+Built-ins are the modules of a plugin folder (``steerbench.methods``, ``steerbench.metrics``):
+every module there is imported, and its ``@registry.register("name")`` decorators fill the
+registry, so adding a plugin is one new file and nothing else. Third-party packages
+declare an entry point in the registry's group (``steerbench.methods`` /
+``steerbench.metrics``) pointing at their class; ``pip install`` is all it takes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from steerbench.errors import SteerbenchError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    cls: type[T]
+    source: str  # "builtin" or the distribution that provides it
+
+
+class Registry(Generic[T]):
+    """Name -> class lookup with lazy loading of built-ins and entry points."""
+
+    def __init__(self, kind: str, package: str, group: str) -> None:
+        self.kind = kind
+        self.package = package
+        self.group = group
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator for built-ins: ``@METHODS.register("cna")``."""
+
+        def decorator(cls: type[T]) -> type[T]:
+            cls.name = name
+            self._entries[name] = Entry(name, cls, "builtin")
+            return cls
+
+        return decorator
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{module.name}")
+        for point in entry_points(group=self.group):
+            if point.name in self._entries:
+                log.warning(
+                    "%s %r from %s shadows a built-in; ignored",
+                    self.kind,
+                    point.name,
+                    point.dist.name if point.dist else "?",
+                )
+                continue
+            dist = point.dist.name if point.dist else "unknown distribution"
+            try:
+                cls = point.load()
+            except Exception as err:  # a broken plugin must not break steerbench
+                log.warning(
+                    "could not load %s %r from %s: %s (reinstall or remove %s)",
+                    self.kind,
+                    point.name,
+                    dist,
+                    err,
+                    dist,
+                )
+                continue
+            cls.name = point.name
+            self._entries[point.name] = Entry(point.name, cls, dist)
+
+    def entries(self) -> list[Entry[T]]:
+        self._load()
+        return sorted(self._entries.values(), key=lambda e: (e.source != "builtin", e.name))
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def get(self, name: str) -> type[T]:
+        self._load()
+        if name not in self._entries:
+            raise SteerbenchError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
+            )
+        return self._entries[name].cls
