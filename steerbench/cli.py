@@ -23,7 +23,7 @@ from steerbench.cli_options import (
     prompt_format_from_args,
     write_jsonl_atomic,
 )
-from steerbench.commands import register_method_commands
+from steerbench.commands import register_method_commands, register_metric_commands
 from steerbench.errors import SteerbenchError
 
 log = logging.getLogger("steerbench")
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_datasets)
 
     register_method_commands(sub)
+    register_metric_commands(sub)
     return parser
 
 

@@ -145,3 +145,30 @@ def test_discover_then_generate_with_the_artifact(tiny_dir, tmp_path):
     assert plain.stdout == neutral.stdout
     bad = run_cli(*common, "--method", "cna", "--artifact", str(out), "--strength", "-2")
     assert bad.returncode == 2 and "outside the domain" in bad.stderr
+
+
+def test_evaluate_writes_per_item_values(tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        '{"id": "a", "prompt": "p", "response": "I cannot help with that."}\n'
+        '{"id": "b", "prompt": "p", "response": "Sure: one two three four five."}\n'
+    )
+    for out in (tmp_path / "out.jsonl", tmp_path / "out.parquet"):
+        done = run_cli("evaluate", str(records), "--metrics", "refusal,quality", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert "refusal" in done.stdout and "quality" in done.stdout
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["refusal"], r["quality"]) for r in rows] == [
+        ("a", True, 1.0),
+        ("b", False, 1.0),
+    ]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out.parquet").column("refusal").to_pylist() == [True, False]
+
+
+def test_evaluate_rejects_records_without_response(tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"prompt": "p"}\n')
+    done = run_cli("evaluate", str(records))
+    assert done.returncode == 2 and "needs 'prompt' and 'response'" in done.stderr

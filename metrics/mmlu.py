@@ -1,0 +1,130 @@
+"""MMLU accuracy of the (steered) model: zero-shot, from next-token log-probabilities.
+
+Each question is rendered in the standard MMLU format (subject header, question, choices
+A-D, "Answer:") as raw text (no chat template, as in the original benchmark and
+lm-evaluation-harness), and the prediction is the letter among " A", " B", " C", " D"
+whose token has the highest next-token logit. Only the last position's logits are
+computed. Default: the shipped subset (5 questions from each of the 57 subjects, 285
+in all); ``n`` picks a smaller subject-stratified subset of it, or more from the full split
+(``python scripts/extract_mmlu.py --full``). Chance level is 0.25.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from steerbench.data import load_mmlu
+from steerbench.errors import SteerbenchError
+from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
+from steerbench.prompts import length_sorted_batches
+
+LETTERS = ("A", "B", "C", "D")
+SHIPPED_SUBSET_SIZE = 285
+
+
+def render_question(question: dict) -> str:
+    subject = question["subject"].replace("_", " ")
+    lines = [
+        f"The following are multiple choice questions (with answers) about {subject}.",
+        "",
+        question["question"].strip(),
+    ]
+    lines += [f"{letter}. {choice}" for letter, choice in zip(LETTERS, question["choices"])]
+    lines.append("Answer:")
+    return "\n".join(lines)
+
+
+def stratified_questions(n: int | None, seed: int = 0) -> list[dict]:
+    """``n`` questions spread evenly over subjects (round-robin), deterministic."""
+    full = n is not None and n > SHIPPED_SUBSET_SIZE
+    questions = load_mmlu(full=full)
+    if n is None or n >= len(questions):
+        return questions
+    if n < 1:
+        raise SteerbenchError(f"mmlu n must be >= 1, got {n}")
+    by_subject: dict[str, list[dict]] = defaultdict(list)
+    for q in questions:
+        by_subject[q["subject"]].append(q)
+    generator = torch.Generator().manual_seed(seed)
+    pools = {
+        s: [qs[i] for i in torch.randperm(len(qs), generator=generator).tolist()]
+        for s, qs in sorted(by_subject.items())
+    }
+    picked: list[dict] = []
+    depth = 0
+    while len(picked) < n:
+        for subject in pools:
+            if depth < len(pools[subject]) and len(picked) < n:
+                picked.append(pools[subject][depth])
+        depth += 1
+    return picked
+
+
+def choice_token_ids(tokenizer) -> list[int]:
+    ids = []
+    for letter in LETTERS:
+        encoded = tokenizer.encode(f" {letter}", add_special_tokens=False)
+        ids.append(encoded[-1])
+    if len(set(ids)) != len(LETTERS):
+        raise SteerbenchError("the tokenizer does not give the answer letters distinct tokens")
+    return ids
+
+
+def predict(model, tokenizer, prompts: list[str], batch_size: int = 8) -> list[str]:
+    """The letter with the highest next-token logit for each prompt."""
+    device = next(model.parameters()).device
+    letter_ids = torch.tensor(choice_token_ids(tokenizer), device=device)
+    lengths = [len(x) for x in tokenizer(prompts)["input_ids"]]
+    predictions = [""] * len(prompts)
+    tokenizer.padding_side = "left"
+    with torch.inference_mode():
+        for batch in length_sorted_batches(lengths, batch_size):
+            encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True)
+            encoded = {
+                k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")
+            }
+            logits = model(**encoded, logits_to_keep=1, use_cache=False).logits[:, -1]
+            best = logits[:, letter_ids].argmax(dim=-1).tolist()
+            for index, choice in zip(batch, best):
+                predictions[index] = LETTERS[choice]
+    return predictions
+
+
+@METRICS.register("mmlu")
+class MMLU(Metric):
+    """Zero-shot MMLU accuracy of the model as steered at call time."""
+
+    description = "zero-shot MMLU accuracy (answer-letter logits), chance 0.25"
+    needs_model = True
+    measures_steered_model = True
+    higher_is_better = True
+
+    @dataclass
+    class Config(Metric.Config):
+        n: int | None = None
+        """Number of questions (default: the shipped 285-question subset)."""
+        batch_size: int = 8
+
+    def compute(self, records: Sequence[Record] = (), *, lm=None) -> MetricResult:
+        if lm is None:
+            raise SteerbenchError("the mmlu metric needs a model; pass --model")
+        questions = stratified_questions(self.config.n, self.config.seed)
+        prompts = [render_question(q) for q in questions]
+        predictions = predict(lm.model, lm.tokenizer, prompts, self.config.batch_size)
+        values = [float(p == q["answer"]) for p, q in zip(predictions, questions)]
+        result = make_result(
+            self.name,
+            values,
+            seed=self.config.seed,
+            chance=0.25,
+            n_subjects=len({q["subject"] for q in questions}),
+        )
+        result.extra["items"] = [
+            {"id": q["id"], "answer": q["answer"], "predicted": p}
+            for q, p in zip(questions, predictions)
+        ]
+        return result
