@@ -69,7 +69,7 @@ def capture_last_token(
     }
     batches = length_sorted_batches(token_lengths(tokenizer, texts, chat=chat), batch_size)
     with torch.inference_mode():
-        for batch in tqdm(batches, desc="capture", unit="batch", disable=not progress):
+        for batch in tqdm(batches, desc="capture", unit="batch", disable=not progress, leave=False):
             sink: dict[str, list[torch.Tensor]] = {}
             encoded = tokenize_batch(tokenizer, [texts[i] for i in batch], chat=chat, device=device)
             with record_last_token(adapter, kinds, sink):

@@ -23,7 +23,12 @@ from steerbench.cli_options import (
     prompt_format_from_args,
     write_jsonl_atomic,
 )
-from steerbench.commands import register_method_commands, register_metric_commands
+from steerbench.commands import (
+    register_leaderboard_commands,
+    register_method_commands,
+    register_metric_commands,
+    register_run_commands,
+)
 from steerbench.errors import SteerbenchError
 
 log = logging.getLogger("steerbench")
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_method_commands(sub)
     register_metric_commands(sub)
+    register_run_commands(sub)
+    register_leaderboard_commands(sub)
     return parser
 
 

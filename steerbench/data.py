@@ -344,6 +344,27 @@ def load_prompts(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[Pro
     )
 
 
+def take_stratified(records: list[PromptRecord], n: int, *, seed: int = 0) -> list[PromptRecord]:
+    """``n`` records spread over categories (seeded round-robin), in their original order."""
+    if n >= len(records):
+        return records
+    by_category: dict[str | None, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        by_category[record.category].append(index)
+    rng = random.Random(seed)
+    pools = []
+    for category in sorted(by_category, key=str):
+        indices = by_category[category][:]
+        rng.shuffle(indices)
+        pools.append(indices)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n:
+        chosen += [pool[depth] for pool in pools if depth < len(pool)][: n - len(chosen)]
+        depth += 1
+    return [records[i] for i in sorted(chosen)]
+
+
 def load_mmlu(*, full: bool = False) -> list[dict]:
     """MMLU questions (``subject``, ``question``, ``choices``, ``answer``)."""
     if not full:

@@ -73,7 +73,9 @@ def generate(
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     responses: list[str] = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
+    bar = tqdm(
+        total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False
+    )
     with torch.inference_mode():
         for batch in batches:
             encoded = tokenize_batch(tokenizer, [texts[i] for i in batch], chat=chat, device=device)

@@ -24,3 +24,19 @@ def any_tiny(request):
 @pytest.fixture(scope="session")
 def tiny_qwen():
     return tiny_model("qwen2")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One tiny benchmark run, shared by the runner and leaderboard tests."""
+    from test_runner import tiny_config
+
+    from steerbench.config import parse_config
+    from steerbench.runner import Runner
+    from tiny_models import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path_factory.mktemp("m") / "tiny", "qwen2")
+    results = tmp_path_factory.mktemp("results")
+    config = parse_config(tiny_config(model_dir), "tiny")
+    summary = Runner(config, results, progress=False).run()
+    return config, results, summary

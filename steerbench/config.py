@@ -1,0 +1,204 @@
+"""Benchmark configs: YAML in, validated dataclasses out.
+
+A config names the models, the methods (each with hyper-parameters and a strength sweep),
+the discovery and evaluation prompt sets, the metrics and the generation settings.
+Validation happens up front, before any model is loaded, with errors that name the bad
+key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steerbench.errors import SteerbenchError
+
+BUILTIN_CONFIGS = ("default", "quick")
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    strengths: list[float] | None = None  # None: the method's default sweep
+
+
+@dataclass
+class MetricSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    sets: list[str] | None = None  # evaluation sets it applies to (None: all)
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str
+    models: list[str]
+    methods: list[MethodSpec]
+    discovery: dict[str, str]
+    evaluation: dict[str, str]
+    metrics: list[MetricSpec]
+    evaluation_limit: int | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    prompt_format: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    split_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TOP_LEVEL_KEYS = {f.name for f in dataclasses.fields(BenchmarkConfig)}
+REQUIRED_KEYS = ("models", "methods", "discovery", "evaluation", "metrics")
+
+
+def configs_root() -> Path:
+    """The shipped ``configs/`` folder (in an installed wheel or the source tree)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "default.yaml").is_file():
+            return candidate
+    raise SteerbenchError("steerbench's configs folder is missing; reinstall steerbench")
+
+
+def _fail(key: str, problem: str) -> SteerbenchError:
+    return SteerbenchError(f"config key {key!r}: {problem}")
+
+
+def _mapping(value: Any, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(key, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def parse_config(raw: Any, name: str) -> BenchmarkConfig:
+    """Validate a loaded YAML document (see configs/default.yaml for the format)."""
+    from steerbench.data import load_prompts
+    from steerbench.generation import GenerationSettings
+    from steerbench.method import METHODS, get_method
+    from steerbench.metric import METRICS, get_metric
+    from steerbench.prompts import PromptFormat
+
+    raw = _mapping(raw, "<top level>")
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise _fail(unknown[0], f"unknown key; allowed: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise _fail(key, "is required")
+
+    models = raw["models"]
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise _fail("models", "must be a non-empty list of model names or paths")
+
+    methods = []
+    if not isinstance(raw["methods"], list) or not raw["methods"]:
+        raise _fail("methods", "must be a non-empty list")
+    for index, item in enumerate(raw["methods"]):
+        key = f"methods[{index}]"
+        item = {"name": item} if isinstance(item, str) else _mapping(item, key)
+        extra = sorted(set(item) - {"name", "params", "strengths"})
+        if extra:
+            raise _fail(f"{key}.{extra[0]}", "unknown key; allowed: name, params, strengths")
+        if item.get("name") not in METHODS.names():
+            raise _fail(
+                f"{key}.name",
+                f"unknown method {item.get('name')!r}; allowed: {', '.join(METHODS.names())}",
+            )
+        spec = MethodSpec(item["name"], dict(item.get("params") or {}), item.get("strengths"))
+        method = get_method(spec.name, **spec.params)  # validates hyper-parameters
+        if spec.strengths is not None:
+            if not isinstance(spec.strengths, list) or not spec.strengths:
+                raise _fail(f"{key}.strengths", "must be a non-empty list of numbers")
+            spec.strengths = [float(s) for s in spec.strengths]
+            for strength in spec.strengths:
+                method.check_strength(strength)
+        methods.append(spec)
+
+    discovery = _mapping(raw["discovery"], "discovery")
+    if set(discovery) != {"positive", "negative"}:
+        raise _fail("discovery", "needs exactly the keys positive and negative")
+    evaluation = _mapping(raw["evaluation"], "evaluation")
+    if not evaluation:
+        raise _fail("evaluation", "needs at least one named prompt set")
+    for key, spec in {
+        **{f"discovery.{k}": v for k, v in discovery.items()},
+        **{f"evaluation.{k}": v for k, v in evaluation.items()},
+    }.items():
+        try:
+            load_prompts(str(spec), split_seed=int(raw.get("split_seed", 0)))
+        except SteerbenchError as err:
+            raise _fail(key, str(err)) from err
+
+    metrics = []
+    metric_block = raw["metrics"]
+    if isinstance(metric_block, list):
+        metric_block = {m: {} for m in metric_block}
+    for metric_name, options in _mapping(metric_block, "metrics").items():
+        if metric_name not in METRICS.names():
+            raise _fail(
+                f"metrics.{metric_name}", f"unknown metric; allowed: {', '.join(METRICS.names())}"
+            )
+        options = dict(options or {})
+        sets = options.pop("sets", None)
+        if sets is not None and (not isinstance(sets, list) or set(sets) - set(evaluation)):
+            raise _fail(
+                f"metrics.{metric_name}.sets",
+                f"must list evaluation sets among {', '.join(evaluation)}",
+            )
+        get_metric(metric_name, **options)  # validates options
+        metrics.append(MetricSpec(metric_name, options, sets))
+
+    generation = dict(raw.get("generation") or {})
+    try:
+        GenerationSettings(**generation)
+    except TypeError as err:
+        allowed = ", ".join(f.name for f in dataclasses.fields(GenerationSettings))
+        raise _fail("generation", f"{err}; allowed: {allowed}") from err
+    prompt_format = dict(raw.get("prompt_format") or {})
+    try:
+        PromptFormat(**prompt_format)
+    except TypeError as err:
+        raise _fail("prompt_format", "allowed keys: chat, system_prompt") from err
+    limit = raw.get("evaluation_limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise _fail("evaluation_limit", "must be a positive integer or null")
+    return BenchmarkConfig(
+        name=str(raw.get("name") or name),
+        models=models,
+        methods=methods,
+        discovery=discovery,
+        evaluation=evaluation,
+        metrics=metrics,
+        evaluation_limit=limit,
+        generation=generation,
+        prompt_format=prompt_format,
+        device=str(raw.get("device", "auto")),
+        dtype=str(raw.get("dtype", "auto")),
+        seed=int(raw.get("seed", 0)),
+        split_seed=int(raw.get("split_seed", 0)),
+    )
+
+
+def load_config(spec: str) -> BenchmarkConfig:
+    """A built-in config name (default, quick) or a path to a YAML file."""
+    path = configs_root() / f"{spec}.yaml" if spec in BUILTIN_CONFIGS else Path(spec)
+    if not path.is_file():
+        raise SteerbenchError(
+            f"config {spec!r} not found; use a YAML file or one of {', '.join(BUILTIN_CONFIGS)}"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SteerbenchError(f"{path} is not valid YAML{where}; fix the syntax") from err
+    return parse_config(raw, path.stem)

@@ -1,0 +1,164 @@
+"""Result files: per-cell records on disk and the consolidated Parquet tables.
+
+Layout of a results directory::
+
+    cells/<cell_key>/generations.parquet   one row per prompt of the cell
+    cells/<cell_key>/result.json           aggregates; written last = the cell is finished
+    artifacts/<fit_key>/                   cached method artifacts
+    generations.parquet, results.parquet   consolidated from cells/ after every cell
+    config.resolved.yaml, splits.json, mlflow.db
+
+A cell is finished exactly when its ``result.json`` exists (atomic rename), so a run
+killed at any point and rerun skips finished cells and never duplicates one: the
+consolidated tables are rebuilt from ``cells/`` rather than appended to.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from steerbench.errors import SteerbenchError
+from steerbench.io import atomic_write_bytes, atomic_write_text
+
+SCHEMA_VERSION = 1
+RESULT_JSON = "result.json"
+
+GENERATION_FIELDS = [
+    pa.field("schema_version", pa.int32(), nullable=False),
+    pa.field("cell_key", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("strength", pa.float64()),
+    pa.field("eval_set", pa.string(), nullable=False),
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("category", pa.string()),
+    pa.field("prompt", pa.string(), nullable=False),
+    pa.field("response", pa.string(), nullable=False),
+    pa.field("refusal", pa.bool_()),
+    pa.field("refusal_label", pa.string()),
+    pa.field("quality", pa.float64()),
+    pa.field("strongreject", pa.float64()),
+]
+GENERATIONS_SCHEMA = pa.schema(GENERATION_FIELDS, metadata={"schema_version": "1"})
+
+RESULT_FIELDS = [
+    pa.field("schema_version", pa.int32(), nullable=False),
+    pa.field("cell_key", pa.string(), nullable=False),
+    pa.field("config_name", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("model_revision", pa.string()),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("method_params", pa.string(), nullable=False),  # JSON
+    pa.field("strength", pa.float64()),
+    pa.field("is_baseline", pa.bool_(), nullable=False),
+    pa.field("eval_set", pa.string(), nullable=False),  # "*" for model-level metrics (mmlu)
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),
+    pa.field("ci_low", pa.float64()),
+    pa.field("ci_high", pa.float64()),
+    pa.field("n", pa.int64(), nullable=False),
+    pa.field("n_missing", pa.int64(), nullable=False),
+    pa.field("extra", pa.string()),  # JSON: degenerate counts, chance level, judge ...
+    pa.field("seconds", pa.float64()),  # wall time of the whole cell
+    pa.field("device", pa.string()),
+    pa.field("dtype", pa.string()),
+    pa.field("seed", pa.int64()),
+    pa.field("steerbench_version", pa.string(), nullable=False),
+    pa.field("torch_version", pa.string()),
+    pa.field("transformers_version", pa.string()),
+    pa.field("git_commit", pa.string()),
+    pa.field("created", pa.string(), nullable=False),
+]
+RESULTS_SCHEMA = pa.schema(RESULT_FIELDS, metadata={"schema_version": "1"})
+"""One row per (cell, evaluation set, metric): long format, so plugins' metrics need no
+schema change and every row carries its own CI and provenance."""
+
+
+def table_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+    return buffer.getvalue()
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    atomic_write_bytes(path, table_bytes(rows, schema))
+
+
+def cell_dir(results: Path, key: str) -> Path:
+    return results / "cells" / key
+
+
+def is_finished(results: Path, key: str) -> bool:
+    return (cell_dir(results, key) / RESULT_JSON).is_file()
+
+
+def save_cell(
+    results: Path, key: str, generations: list[dict], rows: list[dict], info: dict
+) -> None:
+    """Generations first, the result JSON last: its presence marks the cell finished."""
+    directory = cell_dir(results, key)
+    write_table(directory / "generations.parquet", generations, GENERATIONS_SCHEMA)
+    payload = {"schema_version": SCHEMA_VERSION, "info": info, "rows": rows}
+    atomic_write_text(directory / RESULT_JSON, json.dumps(payload, indent=1) + "\n")
+
+
+def finished_cells(results: Path) -> list[dict]:
+    cells = []
+    for path in sorted((results / "cells").glob(f"*/{RESULT_JSON}")):
+        cells.append(json.loads(path.read_text()))
+    return cells
+
+
+def consolidate(results: Path) -> tuple[int, int]:
+    """Rebuild generations.parquet and results.parquet from the finished cells."""
+    rows = [row for cell in finished_cells(results) for row in cell["rows"]]
+    tables = []
+    for path in sorted((results / "cells").glob("*/generations.parquet")):
+        if (path.parent / RESULT_JSON).is_file():
+            tables.append(pq.read_table(path, schema=GENERATIONS_SCHEMA))
+    generations = pa.concat_tables(tables) if tables else GENERATIONS_SCHEMA.empty_table()
+    buffer = io.BytesIO()
+    pq.write_table(generations, buffer)
+    atomic_write_bytes(results / "generations.parquet", buffer.getvalue())
+    write_table(results / "results.parquet", rows, RESULTS_SCHEMA)
+    return generations.num_rows, len(rows)
+
+
+def validate_results_file(path: Path) -> pa.Table:
+    """A results.parquet that matches the schema and carries provenance, or a clear error."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise SteerbenchError(f"{path} is not a readable Parquet file ({err})") from err
+    missing = [f.name for f in RESULT_FIELDS if f.name not in table.column_names]
+    if missing:
+        raise SteerbenchError(
+            f"{path} is not a steerbench results file: missing columns {', '.join(missing)}"
+        )
+    try:
+        table = table.select([f.name for f in RESULT_FIELDS]).cast(RESULTS_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise SteerbenchError(f"{path}: columns have the wrong types ({err})") from err
+    versions = set(table.column("schema_version").to_pylist())
+    if versions != {SCHEMA_VERSION}:
+        raise SteerbenchError(
+            f"{path}: schema_version {sorted(versions)} is not supported "
+            f"(expected {SCHEMA_VERSION})"
+        )
+    if table.num_rows == 0:
+        raise SteerbenchError(f"{path} has no rows")
+    for column in ("model", "steerbench_version", "cell_key", "created"):
+        if any(v in (None, "") for v in table.column(column).to_pylist()):
+            raise SteerbenchError(f"{path}: provenance column {column!r} has empty values")
+    if not any(table.column("is_baseline").to_pylist()):
+        raise SteerbenchError(
+            f"{path} has no unsteered baseline rows; results must include "
+            f"the baseline they are compared against"
+        )
+    return table

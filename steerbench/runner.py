@@ -1,0 +1,479 @@
+"""The benchmark runner: every (model, method, strength) cell of a config, resumably.
+
+For each model: load once, fit each method once (artifacts cached on disk), then for the
+unsteered baseline and each strength generate on every evaluation set in batches and
+compute every metric. Each cell is keyed by a hash of everything that determines it and
+saved atomically when finished (see ``steerbench.results``), so reruns skip finished cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import subprocess
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from steerbench import __version__
+from steerbench.config import BenchmarkConfig, MethodSpec
+from steerbench.data import PromptRecord, load_prompts, take_stratified
+from steerbench.errors import SteerbenchError
+from steerbench.io import atomic_write_text
+from steerbench.results import consolidate, finished_cells, is_finished, save_cell
+
+log = logging.getLogger(__name__)
+
+BASELINE = "none"
+# Rough batched bf16 throughput on 2 CPU cores (tokens/s), for --dry-run estimates only.
+THROUGHPUT_HINT = {"qwen2.5-coder-1.5b-instruct": 70.0, "qwen2.5-coder-0.5b-instruct": 200.0}
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    method: MethodSpec | None  # None: the unsteered baseline
+    strength: float | None
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name if self.method else BASELINE
+
+    @property
+    def label(self) -> str:
+        if self.method is None:
+            return f"{self.model} / unsteered"
+        return f"{self.model} / {self.method.name} @ {self.strength:g}"
+
+
+def _hash(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def fit_key(config: BenchmarkConfig, model: str, method: MethodSpec) -> str:
+    return _hash(
+        {
+            "model": model,
+            "dtype": config.dtype,
+            "method": method.name,
+            "params": method.params,
+            "discovery": config.discovery,
+            "split_seed": config.split_seed,
+            "prompt_format": config.prompt_format,
+        }
+    )
+
+
+def cell_key(config: BenchmarkConfig, cell: Cell) -> str:
+    """Everything that determines a cell's numbers, and nothing else (not the device)."""
+    return _hash(
+        {
+            "model": cell.model,
+            "dtype": config.dtype,
+            "method": cell.method_name,
+            "params": cell.method.params if cell.method else {},
+            "strength": cell.strength,
+            "discovery": config.discovery if cell.method else None,
+            "evaluation": config.evaluation,
+            "evaluation_limit": config.evaluation_limit,
+            "metrics": [dataclasses.asdict(m) for m in config.metrics],
+            "generation": config.generation,
+            "prompt_format": config.prompt_format,
+            "seed": config.seed,
+            "split_seed": config.split_seed,
+        }
+    )
+
+
+def plan(config: BenchmarkConfig) -> list[Cell]:
+    from steerbench.method import METHODS
+
+    cells = []
+    for model in config.models:
+        cells.append(Cell(model, None, None))
+        for spec in config.methods:
+            strengths = spec.strengths or list(METHODS.get(spec.name).default_strengths)
+            cells += [Cell(model, spec, float(s)) for s in strengths]
+    return cells
+
+
+def evaluation_sets(config: BenchmarkConfig) -> dict[str, list[PromptRecord]]:
+    sets = {}
+    for name, spec in config.evaluation.items():
+        records = load_prompts(spec, split_seed=config.split_seed)
+        if config.evaluation_limit:
+            records = take_stratified(records, config.evaluation_limit, seed=config.split_seed)
+        sets[name] = records
+    return sets
+
+
+def describe_plan(config: BenchmarkConfig, results: Path) -> str:
+    """The grid and a cost estimate, for ``--dry-run``."""
+    cells = plan(config)
+    sets = evaluation_sets(config)
+    n_prompts = sum(len(v) for v in sets.values())
+    max_new = int(config.generation.get("max_new_tokens", 64))
+    lines = [f"benchmark {config.name!r}: {len(cells)} cells -> {results}"]
+    for cell in cells:
+        state = "done" if is_finished(results, cell_key(config, cell)) else "todo"
+        lines.append(f"  [{state}] {cell.label}")
+    lines.append("evaluation sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
+    lines.append(f"metrics: {', '.join(m.name for m in config.metrics)}")
+    todo = [c for c in cells if not is_finished(results, cell_key(config, c))]
+    tokens = len(todo) * n_prompts * max_new
+    judge = next((m for m in config.metrics if m.name == "strongreject"), None)
+    if judge and not judge.options.get("judge_url"):
+        judged = sum(len(sets[s]) for s in (judge.sets or sets))
+        tokens += len(todo) * judged * int(judge.options.get("max_tokens", 256))
+    lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
+    for model in config.models:
+        if model in THROUGHPUT_HINT:
+            minutes = tokens / len(config.models) / THROUGHPUT_HINT[model] / 60
+            lines.append(
+                f"  {model}: ~{minutes:.0f} min of generation on 2 CPU cores "
+                f"(plus loading, fitting and MMLU)"
+            )
+    return "\n".join(lines)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    return {
+        "steerbench_version": __version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def check_writable(results: Path) -> None:
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise SteerbenchError(
+            f"results directory {results} is not writable ({err.strerror}); choose another "
+            f"with --results DIR"
+        ) from err
+
+
+class Runner:
+    """Runs a config into a results directory; see the module docstring."""
+
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        results: Path,
+        *,
+        tracking_uri: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.results = results
+        self.tracking_uri = tracking_uri
+        self.progress = progress
+        self.provenance = provenance()
+
+    # -- setup ------------------------------------------------------------------------
+
+    def write_run_files(self, sets: dict[str, list[PromptRecord]]) -> None:
+        atomic_write_text(
+            self.results / "config.resolved.yaml",
+            yaml.safe_dump(self.config.to_dict(), sort_keys=False),
+        )
+        discovery = {
+            k: [r.id for r in load_prompts(v, split_seed=self.config.split_seed)]
+            for k, v in self.config.discovery.items()
+        }
+        splits = {
+            "split_seed": self.config.split_seed,
+            "discovery": discovery,
+            "evaluation": {k: [r.id for r in v] for k, v in sets.items()},
+        }
+        atomic_write_text(self.results / "splits.json", json.dumps(splits, indent=1))
+
+    # -- the grid ---------------------------------------------------------------------
+
+    def run(self) -> dict[str, int]:
+        from steerbench.tracking import Tracker
+
+        check_writable(self.results)
+        sets = evaluation_sets(self.config)
+        self.write_run_files(sets)
+        cells = plan(self.config)
+        tracker = Tracker(self.results, self.tracking_uri, self.config.name, self.config.to_dict())
+        done_before = sum(is_finished(self.results, cell_key(self.config, c)) for c in cells)
+        if done_before:
+            log.info("Resuming: %d of %d cells already finished", done_before, len(cells))
+        bar = tqdm(
+            total=len(cells),
+            initial=done_before,
+            desc="cells",
+            unit="cell",
+            disable=not self.progress,
+        )
+        for model in self.config.models:
+            todo = [
+                c
+                for c in cells
+                if c.model == model and not is_finished(self.results, cell_key(self.config, c))
+            ]
+            if todo:
+                self.run_model(model, todo, sets, bar)
+        bar.close()
+        self.log_to_mlflow(tracker, cells)
+        tracker.finish()
+        n_generations, n_rows = consolidate(self.results)
+        return {
+            "cells": len(cells),
+            "ran": len(cells) - done_before,
+            "generations": n_generations,
+            "result_rows": n_rows,
+        }
+
+    def run_model(
+        self, model: str, cells: list[Cell], sets: dict[str, list[PromptRecord]], bar
+    ) -> None:
+        from steerbench.method import FitContext
+        from steerbench.models import load_model
+        from steerbench.prompts import PromptFormat
+
+        lm = load_model(model, device=self.config.device, dtype=self.config.dtype)
+        ctx = FitContext(
+            lm.model,
+            lm.tokenizer,
+            fmt=PromptFormat(**self.config.prompt_format),
+            batch_size=int(self.config.generation.get("batch_size", 16)),
+            model_name=lm.name,
+            model_revision=lm.revision,
+            progress=self.progress,
+        )
+        artifacts: dict[str, Any] = {}
+        for cell in cells:
+            start = time.perf_counter()
+            artifact = None
+            if cell.method is not None:
+                key = fit_key(self.config, model, cell.method)
+                if key not in artifacts:
+                    artifacts[key] = self.fitted_artifact(ctx, cell.method, key)
+                artifact = artifacts[key]
+            self.run_cell(lm, cell, artifact, sets, start)
+            consolidate(self.results)
+            bar.update(1)
+
+    def fitted_artifact(self, ctx, spec: MethodSpec, key: str):
+        from steerbench.method import Artifact, get_method
+
+        directory = self.results / "artifacts" / key
+        if (directory / "artifact.json").is_file():
+            log.info("Reusing %s artifact %s", spec.name, directory)
+            return Artifact.load(directory)
+        positive = [
+            r.text
+            for r in load_prompts(
+                self.config.discovery["positive"], split_seed=self.config.split_seed
+            )
+        ]
+        negative = [
+            r.text
+            for r in load_prompts(
+                self.config.discovery["negative"], split_seed=self.config.split_seed
+            )
+        ]
+        log.info(
+            "Fitting %s on %d positive / %d negative prompts",
+            spec.name,
+            len(positive),
+            len(negative),
+        )
+        start = time.perf_counter()
+        artifact = get_method(spec.name, **spec.params).fit(ctx, positive, negative)
+        artifact.metadata.update(
+            discovery=self.config.discovery, fit_seconds=round(time.perf_counter() - start, 2)
+        )
+        artifact.save(directory)
+        return artifact
+
+    def run_cell(
+        self, lm, cell: Cell, artifact, sets: dict[str, list[PromptRecord]], start: float
+    ) -> None:
+        from steerbench.generation import GenerationSettings, generate
+        from steerbench.method import get_method
+        from steerbench.metric import Record, get_metric
+        from steerbench.prompts import PromptFormat
+
+        log.info("Cell %s", cell.label)
+        config = self.config
+        settings = GenerationSettings(**{"seed": config.seed, **config.generation})
+        fmt = PromptFormat(**config.prompt_format)
+        metrics = [
+            (spec, get_metric(spec.name, **{"seed": config.seed, **spec.options}))
+            for spec in config.metrics
+        ]
+        steering = (
+            get_method(cell.method.name, **cell.method.params).steer(
+                lm.model, artifact, cell.strength
+            )
+            if cell.method
+            else nullcontext()
+        )
+        records: dict[str, list[Record]] = {}
+        results = []  # (eval_set, MetricResult)
+        with steering:
+            for name, prompts in sets.items():
+                responses = generate(
+                    lm.model,
+                    lm.tokenizer,
+                    [p.text for p in prompts],
+                    settings,
+                    fmt,
+                    progress=self.progress,
+                )
+                records[name] = [
+                    Record(p.id, p.text, r, p.category) for p, r in zip(prompts, responses)
+                ]
+            for _, metric in metrics:
+                if metric.measures_steered_model:
+                    results.append(("*", metric.compute([], lm=lm)))
+        for spec, metric in metrics:  # unsteered from here on (e.g. a local judge)
+            if metric.measures_steered_model:
+                continue
+            for name in spec.sets or list(sets):
+                results.append((name, metric.compute(records[name], lm=lm)))
+        self.save(cell, records, results, time.perf_counter() - start, lm)
+
+    def save(self, cell: Cell, records, results, seconds: float, lm) -> None:
+        key = cell_key(self.config, cell)
+        per_item: dict[tuple[str, str], list] = {(s, r.metric): r.values for s, r in results}
+        generations = []
+        for name, items in records.items():
+            refusal = per_item.get((name, "refusal"))
+            for i, record in enumerate(items):
+                row = {
+                    "schema_version": 1,
+                    "cell_key": key,
+                    "model": cell.model,
+                    "method": cell.method_name,
+                    "strength": cell.strength,
+                    "eval_set": name,
+                    "prompt_id": record.id,
+                    "category": record.category,
+                    "prompt": record.prompt,
+                    "response": record.response,
+                }
+                for metric in ("quality", "strongreject"):
+                    values = per_item.get((name, metric))
+                    row[metric] = values[i] if values else None
+                if refusal:
+                    row["refusal"] = None if refusal[i] is None else bool(refusal[i])
+                    row["refusal_label"] = (
+                        "degenerate"
+                        if refusal[i] is None
+                        else "refusal"
+                        if refusal[i]
+                        else "compliance"
+                    )
+                generations.append(row)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows = []
+        for name, result in results:
+            extra = {k: v for k, v in result.extra.items() if k not in ("items", "judgements")}
+            rows.append(
+                {
+                    "schema_version": 1,
+                    "cell_key": key,
+                    "config_name": self.config.name,
+                    "model": cell.model,
+                    "model_revision": lm.revision,
+                    "method": cell.method_name,
+                    "method_params": json.dumps(
+                        cell.method.params if cell.method else {}, sort_keys=True
+                    ),
+                    "strength": cell.strength,
+                    "is_baseline": cell.method is None,
+                    "eval_set": name,
+                    "metric": result.metric,
+                    "value": _finite(result.aggregate),
+                    "ci_low": _finite(result.ci_low),
+                    "ci_high": _finite(result.ci_high),
+                    "n": result.n,
+                    "n_missing": result.n_missing,
+                    "extra": json.dumps(extra, sort_keys=True, default=str),
+                    "seconds": round(seconds, 2),
+                    "device": str(lm.device),
+                    "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+                    "seed": self.config.seed,
+                    "created": created,
+                    **self.provenance,
+                }
+            )
+        info = {
+            "label": cell.label,
+            "model": cell.model,
+            "method": cell.method_name,
+            "params": cell.method.params if cell.method else {},
+            "strength": cell.strength,
+            "seconds": round(seconds, 2),
+        }
+        save_cell(self.results, key, generations, rows, info)
+        log.info("Finished %s in %.0f s", cell.label, seconds)
+
+    def log_to_mlflow(self, tracker, cells: list[Cell]) -> None:
+        logged = tracker.logged_cells()
+        by_key = {c["rows"][0]["cell_key"]: c for c in finished_cells(self.results) if c["rows"]}
+        for cell in cells:
+            key = cell_key(self.config, cell)
+            if key in logged or key not in by_key:
+                continue
+            info = by_key[key]["info"]
+            params = {
+                "model": cell.model,
+                "method": cell.method_name,
+                "strength": cell.strength,
+                "hyperparameters": json.dumps(info["params"]),
+                "discovery": json.dumps(self.config.discovery),
+                "evaluation": json.dumps(self.config.evaluation),
+                "seed": self.config.seed,
+                "split_seed": self.config.split_seed,
+                "cell_key": key,
+                **self.provenance,
+            }
+            artifacts = [
+                self.results / "cells" / key / "generations.parquet",
+                self.results / "config.resolved.yaml",
+            ]
+            if cell.method is not None:
+                artifacts.append(
+                    self.results / "artifacts" / fit_key(self.config, cell.model, cell.method)
+                )
+            tracker.log_cell(key, info["label"], params, by_key[key]["rows"], artifacts)
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or value != value else float(value)

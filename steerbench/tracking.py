@@ -1,0 +1,116 @@
+"""MLflow tracking: a parent run per benchmark, a child run per (model, method, strength).
+
+The default store is a SQLite file in the results directory (MLflow's file store is in
+maintenance mode); ``--tracking-uri`` and ``MLFLOW_TRACKING_URI`` override it. Child runs
+are tagged with their cell key, so a resumed benchmark logs each finished cell exactly once.
+Open the UI with::
+
+    mlflow ui --backend-store-uri sqlite:///results/default/mlflow.db
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(results: Path, override: str | None) -> str:
+    return (
+        override
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or (f"sqlite:///{(results / 'mlflow.db').resolve()}")
+    )
+
+
+class Tracker:
+    """Thin wrapper over the MLflow client; everything it logs is also in the Parquet files."""
+
+    def __init__(self, results: Path, uri: str | None, experiment: str, config: dict) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("alembic", "mlflow"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.mlflow = mlflow
+        self.uri = tracking_uri(results, uri)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        existing = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            existing.experiment_id if existing else self.client.create_experiment(experiment)
+        )
+        self.parent_id = self._parent(results, experiment, config)
+
+    def _parent(self, results: Path, experiment: str, config: dict) -> str:
+        marker = results / "mlflow_parent_run.json"
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved.get("uri") == self.uri:
+                return saved["run_id"]
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{experiment} benchmark",
+            tags={"steerbench.role": "benchmark"},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.resolved.json"
+            path.write_text(json.dumps(config, indent=1))
+            self.client.log_artifact(run.info.run_id, str(path))
+        from steerbench.io import atomic_write_text
+
+        atomic_write_text(marker, json.dumps({"uri": self.uri, "run_id": run.info.run_id}))
+        return run.info.run_id
+
+    def logged_cells(self) -> set[str]:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+            max_results=10_000,
+        )
+        return {r.data.tags.get("steerbench.cell_key") for r in runs}
+
+    def log_cell(
+        self, key: str, name: str, params: dict[str, Any], rows: list[dict], artifacts: list[Path]
+    ) -> None:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                "steerbench.cell_key": key,
+                "steerbench.role": "cell",
+            },
+        )
+        run_id = run.info.run_id
+        from mlflow.entities import Metric, Param
+
+        params_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        metrics = []
+        for row in rows:
+            if row["value"] is None:
+                continue
+            base = row["metric"] if row["eval_set"] == "*" else f"{row['eval_set']}.{row['metric']}"
+            for suffix, value in (
+                ("", row["value"]),
+                (".ci_low", row["ci_low"]),
+                (".ci_high", row["ci_high"]),
+            ):
+                if value is not None and value == value:  # skip NaN
+                    metrics.append(Metric(base + suffix, float(value), 0, 0))
+        self.client.log_batch(run_id, metrics=metrics, params=params_list)
+        for path in artifacts:
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            elif path.is_file():
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id)
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.parent_id)

@@ -1,0 +1,193 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from steerbench.config import load_config, parse_config
+from steerbench.errors import SteerbenchError
+from steerbench.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA
+from steerbench.runner import Runner, plan
+from tiny_models import save_tiny_model
+
+
+def tiny_config(model_dir: Path, **overrides) -> dict:
+    config = {
+        "name": "tiny",
+        "models": [str(model_dir)],
+        "dtype": "float32",
+        "discovery": {"positive": "jbb-harmful:discovery", "negative": "jbb-benign:discovery"},
+        "evaluation": {"harmful": "jbb-harmful:evaluation", "benign": "jbb-benign:evaluation"},
+        "evaluation_limit": 3,
+        "methods": [
+            {"name": "cna", "params": {"top_k": 8}, "strengths": [0.0, 2.0]},
+            {"name": "random-neurons", "params": {"top_k": 8}, "strengths": [0.0]},
+            {"name": "caa", "strengths": [-1.0]},
+        ],
+        "metrics": {
+            "refusal": {},
+            "quality": {},
+            "mmlu": {"n": 3},
+            "strongreject": {"sets": ["harmful"], "max_tokens": 6},
+        },
+        "generation": {"max_new_tokens": 6, "batch_size": 4},
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("m") / "tiny", "qwen2")
+
+
+def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
+    config, results, summary = finished_run
+    assert summary == {"cells": 5, "ran": 5, "generations": 5 * 6, "result_rows": 5 * 6}
+    generations = pq.read_table(results / "generations.parquet")
+    assert generations.schema.equals(GENERATIONS_SCHEMA, check_metadata=False)
+    assert generations.num_rows == 5 * (3 + 3)
+    rows = pq.read_table(results / "results.parquet")
+    assert rows.schema.equals(RESULTS_SCHEMA, check_metadata=False)
+    frame = rows.to_pandas()
+    # per cell: refusal+quality on 2 sets, strongreject on 1, mmlu once
+    assert sorted(frame.groupby("cell_key").size().unique()) == [6]
+    assert set(frame["method"]) == {"none", "cna", "random-neurons", "caa"}
+    assert frame["is_baseline"].sum() == 6
+    assert (frame["steerbench_version"] != "").all() and frame["created"].notna().all()
+    splits = json.loads((results / "splits.json").read_text())
+    assert set(splits["discovery"]["positive"]).isdisjoint(splits["evaluation"]["harmful"])
+
+
+def test_mlflow_has_a_parent_and_a_child_run_per_cell(finished_run):
+    import mlflow
+
+    _, results, _ = finished_run
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    children = runs[runs["tags.steerbench.role"] == "cell"]
+    parent = runs[runs["tags.steerbench.role"] == "benchmark"]
+    assert len(parent) == 1 and len(children) == 5
+    assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
+    assert "metrics.harmful.refusal.ci_high" in runs.columns
+    assert set(children["params.method"]) == {"none", "cna", "random-neurons", "caa"}
+
+
+def test_rerun_skips_finished_cells_and_duplicates_nothing(finished_run):
+    config, results, _ = finished_run
+    before = pq.read_table(results / "results.parquet").to_pandas()
+    summary = Runner(config, results, progress=False).run()
+    assert summary["ran"] == 0
+    after = pq.read_table(results / "results.parquet").to_pandas()
+    assert len(after) == len(before)
+    assert sorted(after["cell_key"]) == sorted(before["cell_key"])
+
+
+def test_sigkill_mid_run_loses_no_cell_and_duplicates_none(model_dir, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(model_dir)))
+    results = tmp_path / "results"
+    command = [
+        sys.executable,
+        "-m",
+        "steerbench",
+        "-q",
+        "run",
+        str(config_path),
+        "--results",
+        str(results),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(results.glob("cells/*/result.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {p.parent.name: p.read_text() for p in results.glob("cells/*/result.json")}
+    assert 2 <= len(finished) < 5, "the kill should land mid-run"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for key, text in finished.items():  # finished cells were kept, not recomputed
+        assert (results / "cells" / key / "result.json").read_text() == text
+    frame = pq.read_table(results / "results.parquet").to_pandas()
+    assert frame["cell_key"].nunique() == 5
+    assert not frame.duplicated(["cell_key", "eval_set", "metric"]).any()
+    generations = pq.read_table(results / "generations.parquet").to_pandas()
+    assert not generations.duplicated(["cell_key", "eval_set", "prompt_id"]).any()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"modles": ["x"]}, "'modles': unknown key; allowed: device, discovery"),
+        ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: caa, cna"),
+        ({"methods": [{"name": "cna", "strengths": [-1]}]}, "outside the domain"),
+        ({"methods": [{"name": "cna", "params": {"k": 3}}]}, "unknown hyper-parameter"),
+        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: mmlu"),
+        ({"metrics": {"refusal": {"sets": ["nope"]}}}, "must list evaluation sets"),
+        ({"evaluation": {"harmful": "no-such-set"}}, "evaluation.harmful.*unknown prompt set"),
+        ({"generation": {"max_tokens": 3}}, "generation.*allowed: max_new_tokens"),
+        ({"evaluation_limit": 0}, "evaluation_limit"),
+    ],
+)
+def test_config_errors_name_the_key_and_allowed_values(model_dir, change, message):
+    with pytest.raises(SteerbenchError, match=message):
+        parse_config(tiny_config(model_dir, **change), "bad")
+
+
+def test_builtin_configs_validate_and_plan():
+    default = load_config("default")
+    quick = load_config("quick")
+    assert default.models == ["qwen2.5-coder-1.5b-instruct"]
+    assert quick.models == ["qwen2.5-coder-0.5b-instruct"]
+    assert {m.name for m in default.metrics} == {"refusal", "quality", "mmlu", "strongreject"}
+    cells = plan(default)
+    assert cells[0].method is None and len(cells) == 1 + sum(
+        len(m.strengths) for m in default.methods
+    )
+
+
+def test_dry_run_and_unwritable_results_dir(model_dir, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(model_dir)))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "steerbench",
+            "run",
+            str(config_path),
+            "--dry-run",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5 cells" in done.stdout and "[todo]" in done.stdout and "cost:" in done.stdout
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "steerbench",
+            "run",
+            str(config_path),
+            "--results",
+            str(blocker / "sub"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "not writable" in done.stderr
+    assert "Traceback" not in done.stderr
