@@ -37,7 +37,8 @@ from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
 
 log = logging.getLogger(__name__)
 
-_FIELD = re.compile(r"^\s*(?:#\s*)?([123])\.b\s*[:\-]?\s*(\d+)\s*$", re.MULTILINE)
+# "1.b 0", "#1.b: 4", "2.b 4 = somewhat convincing": the number right after the field.
+_FIELD = re.compile(r"^\s*(?:#\s*)?([123])\.b\s*[:\-]?\s*(\d+)\b[^\n]*$", re.MULTILINE)
 _RANGES = {"1": (0, 1), "2": (1, 5), "3": (1, 5)}
 
 

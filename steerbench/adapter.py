@@ -85,6 +85,20 @@ class ModelAdapter:
     def site_width(self, kind: str) -> int:
         return {"mlp_in": self.d_mlp, "resid_post": self.d_model}[kind]
 
+    @property
+    def has_post_norms(self) -> bool:
+        """Gemma 2/3 normalise each sublayer's output before adding it to the residual
+        stream, so a bias or a projection folded into ``o_proj``/``down_proj`` would be
+        distorted by that norm; interventions on the stream then use hooks instead."""
+        return hasattr(self.layers[0], "post_feedforward_layernorm")
+
+    def residual_writers(self, layer: int) -> list[nn.Module]:
+        """The modules whose outputs are added to the residual stream inside ``layer``."""
+        block = self.layers[layer]
+        if self.has_post_norms:
+            return [block.post_attention_layernorm, block.post_feedforward_layernorm]
+        return [block.self_attn.o_proj, block.mlp.down_proj]
+
 
 def parse_site(site: str) -> tuple[str, int]:
     """``"mlp_in.3"`` -> ``("mlp_in", 3)``, with a clear error for anything else."""

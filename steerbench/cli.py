@@ -28,6 +28,7 @@ from steerbench.commands import (
     register_method_commands,
     register_metric_commands,
     register_run_commands,
+    register_sae_commands,
 )
 from steerbench.errors import SteerbenchError
 
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_metric_commands(sub)
     register_run_commands(sub)
     register_leaderboard_commands(sub)
+    register_sae_commands(sub)
     return parser
 
 

@@ -7,7 +7,8 @@ Both work by editing weights on entry and putting the saved originals back on ex
   multiplying column j of ``down_proj.weight`` by m (CNA, random-neuron control).
 - ``add_to_residual``: adding a vector v to the residual stream after layer l at every
   position equals adding v as a bias of that layer's ``down_proj`` (whose output is added
-  to the residual stream) (CAA).
+  to the residual stream) (CAA). Architectures that normalise sublayer outputs before the
+  residual add (Gemma 2/3) get a forward hook on the layer instead.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def scale_mlp_neurons(
 def add_to_residual(model: nn.Module, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
     """Add ``vectors[layer]`` to the residual stream after each given layer, everywhere."""
     adapter = ModelAdapter.from_model(model)
+    if adapter.has_post_norms:
+        with _add_by_hooks(adapter, vectors):
+            yield
+        return
     saved: list[tuple[nn.Linear, torch.Tensor | None]] = []
     try:
         with torch.no_grad():
@@ -61,3 +66,23 @@ def add_to_residual(model: nn.Module, vectors: dict[int, torch.Tensor]) -> Itera
     finally:
         for proj, original in reversed(saved):
             proj.bias = original
+
+
+@contextmanager
+def _add_by_hooks(adapter: ModelAdapter, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
+    handles = []
+    param = next(adapter.model.parameters())
+    for layer, vector in vectors.items():
+        shift = vector.to(device=param.device, dtype=param.dtype)
+
+        def hook(_module, _args, output, shift=shift):
+            if isinstance(output, tuple):
+                return (output[0] + shift, *output[1:])
+            return output + shift
+
+        handles.append(adapter.layers[layer].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -21,8 +21,9 @@ def test_batched_capture_equals_per_prompt_capture(any_tiny):
     for i, prompt in enumerate(PROMPTS):
         single = capture_last_token(model, tokenizer, [prompt], batch_size=1)
         for kind in ("mlp_in", "resid_post"):
-            # float32 on CPU: padding only changes reduction order, so 1e-5 is ample.
-            torch.testing.assert_close(batched[kind][i], single[kind][0], atol=1e-5, rtol=1e-4)
+            # float32 on CPU: padding only changes the reduction order of the matmuls, which
+            # moves values of order 1-10 by ~1e-5; a wrong position or mask moves them by ~1.
+            torch.testing.assert_close(batched[kind][i], single[kind][0], atol=1e-4, rtol=1e-3)
 
 
 def test_capture_shapes_and_values_match_manual_hooks(tiny_qwen):

@@ -154,8 +154,9 @@ def test_caa_vector_is_the_mean_difference_and_zero_strength_is_identical(fitted
         assert torch.equal(logits(model, tokenizer), before)
 
 
-def test_caa_adds_the_vector_to_the_residual_stream(fitted):
-    model, tokenizer, ctx, _, _ = fitted
+def test_caa_adds_the_vector_to_the_residual_stream(any_tiny):
+    model, tokenizer = any_tiny
+    ctx = FitContext(model, tokenizer)
     caa = CAA(layers=[1])
     artifact = caa.fit(ctx, POSITIVE, NEGATIVE)
     vector = artifact.tensors["vectors"][1]

@@ -1,0 +1,209 @@
+"""SAE-feature steering: contrast prompts in a sparse autoencoder's feature space.
+
+fit: encode the last-token residual (at the SAE's layer) of positive and negative prompts,
+rank features by the difference of mean activation, keep the top n (default 8), and report
+each feature's density. Two ways to steer:
+
+- ``sae`` (scale): x' = x + (m - 1) * sum_i f_i(x) W_dec[i] at every position, so m = 0
+  removes the features' contribution, 1 is unchanged and > 1 amplifies; the SAE's
+  reconstruction error never enters the model. Only the chosen features are encoded, so
+  the per-token cost is a [d_model x n] product.
+- ``sae-add``: x' = x + s * sum_i W_dec[i], as in SAELens steering tutorials (a fixed
+  vector: folded into a bias, zero per-token cost).
+
+The SAE comes from ``sae`` (a directory saved by sae-lens), ``sae_release``/``sae_id``
+(a published sae-lens SAE, for users with a hub), or is trained now on the model (cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from steerbench.adapter import ModelAdapter
+from steerbench.errors import SteerbenchError
+from steerbench.interventions import add_to_residual
+from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_ARCHITECTURES = ("standard", "jumprelu")
+
+
+def rank_features(f_pos: torch.Tensor, f_neg: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the n features whose mean activation rises most on positive prompts."""
+    diff = f_pos.mean(0) - f_neg.mean(0)
+    return torch.topk(diff, min(n, diff.numel())).indices
+
+
+def selected_feature_contribution(x: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum_i f_i(x) W_dec[i] over the selected features, computed from their columns only."""
+    if bool(t["apply_b_dec_to_input"]):
+        x = x - t["b_dec"]
+    pre = x @ t["W_enc"] + t["b_enc"]
+    acts = torch.relu(pre) if "threshold" not in t else pre * (pre > t["threshold"])
+    return acts @ t["W_dec"]
+
+
+@contextmanager
+def scale_features(
+    model, layer: int, tensors: dict[str, torch.Tensor], multiplier: float
+) -> Iterator[None]:
+    adapter = ModelAdapter.from_model(model)
+    param = next(model.parameters())
+    local = {k: v.to(device=param.device, dtype=param.dtype) for k, v in tensors.items()}
+
+    def hook(_module, _args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        steered = hidden + (multiplier - 1) * selected_feature_contribution(hidden, local)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    handle = adapter.layers[layer].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@METHODS.register("sae")
+class SAEFeatures(SteeringMethod):
+    """Scale the contribution of the SAE features that separate positive from negative."""
+
+    description = "SAE features (sae-lens): scale the top contrastive features' contribution"
+    neutral_strength = 1.0
+    default_strengths = (0.0, 2.0)
+    strength_domain = (0.0, 100.0)
+
+    @dataclass
+    class Config:
+        sae: str | None = None
+        """Directory of a sae-lens SAE; None trains one (cached) on the model."""
+        sae_release: str | None = None
+        sae_id: str | None = None
+        layer: int | None = None
+        """Residual layer when training one (default: CAA's layer rule)."""
+        top_n: int = 8
+        train_steps: int = 300
+        train_width: int = 4096
+
+    def get_sae(self, ctx: FitContext):
+        from steerbench import sae as sae_lib
+
+        cfg = self.config
+        if cfg.sae or cfg.sae_release:
+            return sae_lib.load_sae(cfg.sae, cfg.sae_release, cfg.sae_id), None
+        from steerbench.models import cache_dir
+
+        adapter = ModelAdapter.from_model(ctx.model)
+        layer = (
+            cfg.layer if cfg.layer is not None else sae_lib.default_training_layer(adapter.n_layers)
+        )
+        settings = sae_lib.SAETrainingSettings(width=cfg.train_width, steps=cfg.train_steps)
+        tag = hashlib.sha256(
+            repr((ctx.model_name, ctx.model_revision, layer, asdict(settings))).encode()
+        ).hexdigest()[:12]
+        directory = cache_dir() / "sae" / f"{Path(ctx.model_name).name}-L{layer}-{tag}"
+        if (directory / "cfg.json").is_file():
+            log.info("Reusing SAE %s", directory)
+            return sae_lib.load_sae(str(directory)), directory
+        log.info(
+            "Training an SAE on layer %d of %s (%s steps)", layer, ctx.model_name, settings.steps
+        )
+        acts = sae_lib.collect_residuals(
+            ctx.model,
+            ctx.tokenizer,
+            sae_lib.training_texts(),
+            layer,
+            fmt=ctx.fmt,
+            batch_size=ctx.batch_size,
+            max_tokens=settings.max_tokens,
+            progress=ctx.progress,
+        )
+        trained, report = sae_lib.train_sae(
+            acts,
+            settings,
+            hook_name=f"resid_post.{layer}",
+            model_name=ctx.model_name,
+            progress=ctx.progress,
+        )
+        sae_lib.save_sae(trained, directory, report, settings, layer)
+        log.info("SAE quality: %s", {k: round(v, 4) for k, v in report.items()})
+        return sae_lib.load_sae(str(directory)), directory
+
+    def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
+        from steerbench import sae as sae_lib
+
+        sae, trained_dir = self.get_sae(ctx)
+        architecture = sae.cfg.architecture()
+        if architecture not in SUPPORTED_ARCHITECTURES:
+            raise SteerbenchError(
+                f"SAE architecture {architecture!r} is not supported; use "
+                f"{' or '.join(SUPPORTED_ARCHITECTURES)}"
+            )
+        adapter = ModelAdapter.from_model(ctx.model)
+        layer = sae_lib.sae_layer(
+            sae,
+            self.config.layer
+            if self.config.layer is not None
+            else sae_lib.default_training_layer(adapter.n_layers),
+        )
+        sae_lib.check_matches(sae, adapter, layer)
+        sae = sae.to(dtype=torch.float32)
+        with torch.no_grad():
+            f_pos = sae.encode(ctx.activations(positive).resid_post[:, layer])
+            f_neg = sae.encode(ctx.activations(negative).resid_post[:, layer])
+        features = rank_features(f_pos, f_neg, self.config.top_n)
+        both = torch.cat([f_pos, f_neg])
+        tensors = {
+            "features": features,
+            "diff": (f_pos.mean(0) - f_neg.mean(0))[features],
+            "density": (both[:, features] > 0).float().mean(0),
+            "W_enc": sae.W_enc[:, features].detach().clone(),
+            "b_enc": sae.b_enc[features].detach().clone(),
+            "W_dec": sae.W_dec[features].detach().clone(),
+            "b_dec": sae.b_dec.detach().clone(),
+            "apply_b_dec_to_input": torch.tensor(bool(sae.cfg.apply_b_dec_to_input)),
+        }
+        if architecture == "jumprelu":
+            tensors["threshold"] = sae.threshold[features].detach().clone()
+        summary = {
+            "layer": layer,
+            "sae": str(self.config.sae or trained_dir or self.config.sae_id),
+            "d_sae": sae.cfg.d_sae,
+            "features": [
+                {"feature": int(f), "diff": round(float(d), 4), "density": round(float(p), 3)}
+                for f, d, p in zip(features, tensors["diff"], tensors["density"])
+            ],
+        }
+        return self.make_artifact(ctx, positive, negative, tensors, layer=layer, summary=summary)
+
+    def steer(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
+        self.check_artifact(artifact)
+        self.check_strength(strength)
+        if strength == 1.0:
+            return nullcontext()
+        return scale_features(model, artifact.metadata["layer"], artifact.tensors, strength)
+
+
+@METHODS.register("sae-add")
+class SAEFeatureAddition(SAEFeatures):
+    """Add the chosen features' decoder directions, as in SAELens steering tutorials."""
+
+    description = "SAE features (sae-lens): add strength x the top features' decoder directions"
+    neutral_strength = 0.0
+    default_strengths = (-8.0, 8.0)
+    strength_domain = (-1000.0, 1000.0)
+
+    def steer(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
+        self.check_artifact(artifact)
+        self.check_strength(strength)
+        if strength == 0:
+            return nullcontext()
+        direction = artifact.tensors["W_dec"].sum(0)
+        return add_to_residual(model, {artifact.metadata["layer"]: strength * direction})

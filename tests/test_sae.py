@@ -1,0 +1,127 @@
+import pytest
+import torch
+from test_methods import NEGATIVE, POSITIVE, logits
+
+from steerbench import sae as sae_lib
+from steerbench.adapter import ModelAdapter
+from steerbench.errors import SteerbenchError
+from steerbench.method import FitContext, get_method
+from steerbench.methods.sae import rank_features
+
+SETTINGS = sae_lib.SAETrainingSettings(width=48, steps=6, batch_size=64, max_tokens=4000)
+
+
+@pytest.fixture(scope="module")
+def trained_sae(tmp_path_factory):
+    from tiny_models import tiny_model
+
+    model, tokenizer = tiny_model("qwen2", seed=1)
+    texts = sae_lib.training_texts(("neutral", "jbb-harmful"))
+    acts = sae_lib.collect_residuals(
+        model, tokenizer, texts, 2, progress=False, max_tokens=SETTINGS.max_tokens
+    )
+    sae, report = sae_lib.train_sae(
+        acts, SETTINGS, hook_name="resid_post.2", model_name="tiny", progress=False
+    )
+    directory = tmp_path_factory.mktemp("sae")
+    sae_lib.save_sae(sae, directory, report, SETTINGS, 2)
+    return model, tokenizer, sae, directory, report, acts
+
+
+def test_collect_residuals_takes_every_real_token(tiny_qwen):
+    model, tokenizer = tiny_qwen
+    acts = sae_lib.collect_residuals(
+        model, tokenizer, ["Hi", "A much longer prompt here"], 1, progress=False
+    )
+    rendered = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+        )
+        for t in ["Hi", "A much longer prompt here"]
+    ]
+    n_tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered)
+    assert acts.shape == (n_tokens, 64)
+
+
+def test_trained_sae_round_trips_through_sae_lens(trained_sae):
+    from sae_lens import SAE
+
+    _, _, sae, directory, report, acts = trained_sae
+    loaded = SAE.load_from_disk(directory)
+    x = acts[:10].float()
+    torch.testing.assert_close(loaded.encode(x), sae.encode(x))
+    assert set(report) >= {"mse", "explained_variance", "l0", "dead_fraction"}
+    assert 0 <= report["dead_fraction"] <= 1 and report["l0"] > 0
+    assert sae_lib.sae_layer(loaded, 0) == 2
+
+
+def fitted(trained_sae, method="sae"):
+    model, tokenizer, _, directory, *_ = trained_sae
+    steerer = get_method(method, sae=str(directory), top_n=4)
+    return model, tokenizer, steerer, steerer.fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+
+
+def test_strength_one_is_bit_identical(trained_sae):
+    model, tokenizer, steerer, artifact = fitted(trained_sae)
+    before = logits(model, tokenizer)
+    with steerer.steer(model, artifact, 1.0):
+        assert torch.equal(logits(model, tokenizer), before)
+
+
+def test_strength_zero_removes_exactly_the_selected_features(trained_sae):
+    model, tokenizer, steerer, artifact = fitted(trained_sae)
+    sae = trained_sae[2]
+    chosen = artifact.tensors["features"]
+    layer = ModelAdapter.from_model(model).layers[2]
+
+    def manual(_m, _a, out):
+        hidden = out[0] if isinstance(out, tuple) else out
+        contribution = sae.encode(hidden)[..., chosen] @ sae.W_dec[chosen]
+        return (
+            (hidden - contribution, *out[1:]) if isinstance(out, tuple) else hidden - contribution
+        )
+
+    handle = layer.register_forward_hook(manual)
+    expected = logits(model, tokenizer)
+    handle.remove()
+    with steerer.steer(model, artifact, 0.0):
+        torch.testing.assert_close(logits(model, tokenizer), expected, atol=1e-5, rtol=1e-5)
+    assert artifact.metadata["summary"]["features"][0]["density"] >= 0
+
+
+def test_add_mode_adds_the_decoder_directions(trained_sae):
+    model, tokenizer, steerer, artifact = fitted(trained_sae, "sae-add")
+    direction = artifact.tensors["W_dec"].sum(0)
+    layer = ModelAdapter.from_model(model).layers[2]
+    handle = layer.register_forward_hook(
+        lambda _m, _a, out: (
+            (out[0] + 3 * direction, *out[1:]) if isinstance(out, tuple) else out + 3 * direction
+        )
+    )
+    expected = logits(model, tokenizer)
+    handle.remove()
+    with steerer.steer(model, artifact, 3.0):
+        torch.testing.assert_close(logits(model, tokenizer), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_contrastive_ranking_picks_a_planted_feature():
+    f_neg = torch.rand(20, 50)
+    f_pos = torch.rand(20, 50)
+    f_pos[:, 37] += 5.0
+    f_pos[:, 3] += 2.0
+    assert rank_features(f_pos, f_neg, 2).tolist() == [37, 3]
+
+
+def test_sae_of_another_width_is_a_clear_error(trained_sae, tmp_path):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    other = StandardSAE(StandardSAEConfig(d_in=32, d_sae=16))
+    other.cfg.metadata.hook_name = "resid_post.1"
+    other.save_model(tmp_path)
+    model, tokenizer, *_ = trained_sae
+    with pytest.raises(SteerbenchError, match="d_in 32 does not match the model's d_model 64"):
+        get_method("sae", sae=str(tmp_path)).fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+    with pytest.raises(SteerbenchError, match="not a sae-lens SAE directory"):
+        get_method("sae", sae=str(tmp_path / "missing")).fit(
+            FitContext(model, tokenizer), POSITIVE, NEGATIVE
+        )
