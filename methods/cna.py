@@ -9,6 +9,11 @@
    a diverse neutral prompt set (they are always on, not specific to the contrast).
 5. Steer by multiplying the circuit's activations by m (0 ablates, 1 is unchanged, > 1
    amplifies), folded into the ``down_proj`` columns so it costs nothing per token.
+
+Variants (options; the defaults are the paper's): ``selection`` ranks neurons by |delta|,
+by signed delta, or by |delta| over the pooled standard deviation; ``intervention`` scales
+activations or mean-ablates them (towards their mean on the negative prompts); k is a count
+(``top_k``) or a fraction of all MLP neurons (``fraction``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,24 @@ from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
 def contrastive_delta(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """[n_pos, L, d] and [n_neg, L, d] activations -> [L, d] difference of means."""
     return positive.mean(dim=0) - negative.mean(dim=0)
+
+
+SELECTIONS = ("abs", "signed", "standardized")
+INTERVENTIONS = ("scale", "mean")
+
+
+def selection_scores(positive: torch.Tensor, negative: torch.Tensor, how: str) -> torch.Tensor:
+    """[L, d] ranking scores: |delta| (paper), delta (signed), or |delta| / pooled std."""
+    delta = contrastive_delta(positive, negative)
+    if how == "abs":
+        return delta.abs()
+    if how == "signed":
+        return delta
+    n_pos, n_neg = positive.shape[0], negative.shape[0]
+    pooled = ((n_pos - 1) * positive.var(dim=0) + (n_neg - 1) * negative.var(dim=0)) / max(
+        1, n_pos + n_neg - 2
+    )
+    return delta.abs() / (pooled.sqrt() + 1e-6)
 
 
 def resolve_k(total: int, top_k: int | None, fraction: float) -> int:
@@ -89,10 +112,27 @@ class CNA(SteeringMethod):
         global_top_fraction: float = 0.001
         global_min_share: float = 0.8
         exclude_layers: list[int] = field(default_factory=list)
+        selection: str = "abs"
+        """Neuron ranking: "abs" |delta| (paper), "signed" (only neurons more active on
+        positive prompts) or "standardized" (|delta| / pooled standard deviation)."""
+        intervention: str = "scale"
+        """"scale" multiplies activations by m (paper); "mean" replaces each activation a
+        with mu + m (a - mu), mu its mean over the negative prompts (mean ablation at 0)."""
+
+        def __post_init__(self) -> None:
+            if self.selection not in SELECTIONS:
+                raise ValueError(
+                    f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}"
+                )
+            if self.intervention not in INTERVENTIONS:
+                raise ValueError(
+                    f"intervention must be one of {', '.join(INTERVENTIONS)}, "
+                    f"got {self.intervention!r}"
+                )
 
     def circuit_scores(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """Per-neuron ranking score; the paper ranks by |delta|."""
-        return contrastive_delta(positive, negative).abs()
+        """Per-neuron ranking score (higher = more in the circuit)."""
+        return selection_scores(positive, negative, self.config.selection)
 
     def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
         cfg = self.config
@@ -151,6 +191,8 @@ class CNA(SteeringMethod):
     ) -> AbstractContextManager[None]:
         self.check_artifact(artifact)
         self.check_strength(strength)
-        return scale_mlp_neurons(
-            model, artifact.tensors["layers"], artifact.tensors["neurons"], strength
-        )
+        layers, neurons = artifact.tensors["layers"], artifact.tensors["neurons"]
+        baseline = None
+        if self.config.intervention == "mean":
+            baseline = artifact.tensors["mean_negative"][layers, neurons]
+        return scale_mlp_neurons(model, layers, neurons, strength, baseline)

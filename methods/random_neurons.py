@@ -7,12 +7,10 @@ same layers moves refusal as much, the CNA circuit is not special.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 
-from steerbench.interventions import scale_mlp_neurons
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
 from steerbench.methods.cna import CNA
 
@@ -33,13 +31,14 @@ def draw_matching_neurons(
 
 
 @METHODS.register("random-neurons")
-class RandomNeurons(SteeringMethod):
-    """Scale random MLP neurons matched to the CNA circuit's size and layers."""
+class RandomNeurons(CNA):
+    """Scale random MLP neurons matched to the CNA circuit's size and layers.
+
+    Steering is CNA's (same ``intervention`` options), so the two differ only in which
+    neurons are chosen.
+    """
 
     description = "Control: as many random neurons as CNA's circuit, from the same layers"
-    neutral_strength = CNA.neutral_strength
-    default_strengths = CNA.default_strengths
-    strength_domain = CNA.strength_domain
 
     @dataclass
     class Config(CNA.Config):
@@ -59,15 +58,12 @@ class RandomNeurons(SteeringMethod):
             "overlap_with_cna_circuit": overlap,
             "seed": self.config.seed,
         }
-        return self.make_artifact(
-            ctx, positive, negative, {"layers": layers, "neurons": neurons}, summary=summary
-        )
+        tensors = {
+            "layers": layers,
+            "neurons": neurons,
+            "mean_negative": circuit.tensors["mean_negative"],
+        }
+        return self.make_artifact(ctx, positive, negative, tensors, summary=summary)
 
-    def steer(
-        self, model: torch.nn.Module, artifact: Artifact, strength: float
-    ) -> AbstractContextManager[None]:
-        self.check_artifact(artifact)
-        self.check_strength(strength)
-        return scale_mlp_neurons(
-            model, artifact.tensors["layers"], artifact.tensors["neurons"], strength
-        )
+    def summary(self, artifact: Artifact) -> list[str]:
+        return SteeringMethod.summary(self, artifact)

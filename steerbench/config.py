@@ -25,6 +25,11 @@ class MethodSpec:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     strengths: list[float] | None = None  # None: the method's default sweep
+    label: str | None = None  # how results name it (variants of one method); default: name
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -105,15 +110,22 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
     for index, item in enumerate(raw["methods"]):
         key = f"methods[{index}]"
         item = {"name": item} if isinstance(item, str) else _mapping(item, key)
-        extra = sorted(set(item) - {"name", "params", "strengths"})
+        extra = sorted(set(item) - {"name", "params", "strengths", "label"})
         if extra:
-            raise _fail(f"{key}.{extra[0]}", "unknown key; allowed: name, params, strengths")
+            raise _fail(f"{key}.{extra[0]}", "unknown key; allowed: name, label, params, strengths")
         if item.get("name") not in METHODS.names():
             raise _fail(
                 f"{key}.name",
                 f"unknown method {item.get('name')!r}; allowed: {', '.join(METHODS.names())}",
             )
-        spec = MethodSpec(item["name"], dict(item.get("params") or {}), item.get("strengths"))
+        spec = MethodSpec(
+            item["name"], dict(item.get("params") or {}), item.get("strengths"), item.get("label")
+        )
+        if spec.display in {m.display for m in methods} | {"none"}:
+            raise _fail(
+                f"{key}.label",
+                f"{spec.display!r} is used twice; give each variant of a method its own label",
+            )
         method = get_method(spec.name, **spec.params)  # validates hyper-parameters
         if spec.strengths is not None:
             if not isinstance(spec.strengths, list) or not spec.strengths:

@@ -24,24 +24,43 @@ from steerbench.adapter import ModelAdapter
 
 @contextmanager
 def scale_mlp_neurons(
-    model: nn.Module, layers: torch.Tensor, neurons: torch.Tensor, multiplier: float
+    model: nn.Module,
+    layers: torch.Tensor,
+    neurons: torch.Tensor,
+    multiplier: float,
+    baseline: torch.Tensor | None = None,
 ) -> Iterator[None]:
-    """Multiply the activations of (layer, neuron) pairs by ``multiplier`` inside the block."""
+    """Inside the block, MLP neuron activation a of each (layer, neuron) pair becomes
+    ``m * a`` or, with a ``baseline`` value b per pair (mean ablation),
+    ``b + m * (a - b) = m * a + (1 - m) * b``: the column is scaled by m and
+    ``(1 - m) * b * column`` is added to ``down_proj``'s bias."""
     adapter = ModelAdapter.from_model(model)
-    saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    saved_columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    saved_biases: list[tuple[nn.Linear, torch.Tensor | None]] = []
     try:
         with torch.no_grad():
             if multiplier != 1.0:
                 for layer in torch.unique(layers).tolist():
-                    weight = adapter.down_proj(layer).weight
-                    columns = neurons[layers == layer].to(weight.device)
-                    saved.append((weight, columns, weight[:, columns].clone()))
+                    proj = adapter.down_proj(layer)
+                    weight = proj.weight
+                    chosen = layers == layer
+                    columns = neurons[chosen].to(weight.device)
+                    original = weight[:, columns].clone()
+                    saved_columns.append((weight, columns, original))
+                    if baseline is not None:
+                        values = baseline[chosen].to(device=weight.device, dtype=torch.float32)
+                        shift = (1 - multiplier) * (original.float() @ values)
+                        saved_biases.append((proj, proj.bias))
+                        bias = shift if proj.bias is None else proj.bias.float() + shift
+                        proj.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
                     weight[:, columns] *= multiplier
         yield
     finally:
         with torch.no_grad():
-            for weight, columns, original in reversed(saved):
+            for weight, columns, original in reversed(saved_columns):
                 weight[:, columns] = original
+            for proj, bias in reversed(saved_biases):
+                proj.bias = bias
 
 
 @contextmanager

@@ -53,7 +53,8 @@ RESULT_FIELDS = [
     pa.field("config_name", pa.string(), nullable=False),
     pa.field("model", pa.string(), nullable=False),
     pa.field("model_revision", pa.string()),
-    pa.field("method", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),  # the config's label for the method
+    pa.field("method_name", pa.string(), nullable=False),  # its registry name
     pa.field("method_params", pa.string(), nullable=False),  # JSON
     pa.field("strength", pa.float64()),
     pa.field("is_baseline", pa.bool_(), nullable=False),

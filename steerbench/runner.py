@@ -44,13 +44,13 @@ class Cell:
 
     @property
     def method_name(self) -> str:
-        return self.method.name if self.method else BASELINE
+        return self.method.display if self.method else BASELINE
 
     @property
     def label(self) -> str:
         if self.method is None:
             return f"{self.model} / unsteered"
-        return f"{self.model} / {self.method.name} @ {self.strength:g}"
+        return f"{self.model} / {self.method.display} @ {self.strength:g}"
 
 
 def _hash(payload: dict[str, Any]) -> str:
@@ -412,6 +412,7 @@ class Runner:
                     "model": cell.model,
                     "model_revision": lm.revision,
                     "method": cell.method_name,
+                    "method_name": cell.method.name if cell.method else BASELINE,
                     "method_params": json.dumps(
                         cell.method.params if cell.method else {}, sort_keys=True
                     ),
@@ -455,6 +456,7 @@ class Runner:
             params = {
                 "model": cell.model,
                 "method": cell.method_name,
+                "method_name": cell.method.name if cell.method else BASELINE,
                 "strength": cell.strength,
                 "hyperparameters": json.dumps(info["params"]),
                 "discovery": json.dumps(self.config.discovery),

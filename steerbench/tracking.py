@@ -33,14 +33,13 @@ class Tracker:
 
     def __init__(self, results: Path, uri: str | None, experiment: str, config: dict) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.mlflow = mlflow
         self.uri = tracking_uri(results, uri)
-        mlflow.set_tracking_uri(self.uri)
+        # A client bound to this URI, not mlflow.set_tracking_uri: that would set
+        # MLFLOW_TRACKING_URI for the whole process (and its children).
         self.client = MlflowClient(self.uri)
         existing = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny in-process models (see tests/tiny_models.py) and an isolated cache."""
+"""Shared fixtures: tiny in-process models (see steerbench/testing.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tiny_models import ARCHITECTURES, tiny_model  # noqa: E402
+from steerbench.testing import ARCHITECTURES, tiny_model  # noqa: E402
 
 
 @pytest.fixture(params=ARCHITECTURES)
@@ -33,7 +33,7 @@ def finished_run(tmp_path_factory):
 
     from steerbench.config import parse_config
     from steerbench.runner import Runner
-    from tiny_models import save_tiny_model
+    from steerbench.testing import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path_factory.mktemp("m") / "tiny", "qwen2")
     results = tmp_path_factory.mktemp("results")

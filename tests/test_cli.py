@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from steerbench.cli import build_parser, main
-from tiny_models import save_tiny_model
+from steerbench.testing import save_tiny_model
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

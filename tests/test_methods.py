@@ -208,3 +208,52 @@ def test_bad_method_inputs_are_clear_errors(fitted):
         cna.steer(None, artifact, -1.0)
     with pytest.raises(SteerbenchError, match="made by method 'cna'"):
         CAA().steer(None, artifact, 1.0)
+
+
+def test_signed_and_standardized_selection():
+    from steerbench.methods.cna import selection_scores
+
+    positive = torch.tensor([[[4.0, 0.0, 1.0]], [[6.0, 0.0, 1.2]]])  # [n=2, L=1, d=3]
+    negative = torch.tensor([[[0.0, 4.0, 0.0]], [[0.0, 12.0, 0.2]]])
+    assert select_top_k(selection_scores(positive, negative, "abs"), 1)[1].tolist() == [1]
+    assert select_top_k(selection_scores(positive, negative, "signed"), 1)[1].tolist() == [0]
+    # standardized: |delta| / pooled sd. Neuron 2: delta 1.0, pooled sd 0.1414 -> 7.07 wins
+    scores = selection_scores(positive, negative, "standardized")
+    torch.testing.assert_close(scores[0, 2], torch.tensor(1.0 / 0.02**0.5), rtol=1e-3, atol=0)
+    assert select_top_k(scores, 1)[1].tolist() == [2]
+
+
+def test_mean_ablation_replaces_activations_by_their_negative_mean(tiny_qwen):
+    model, tokenizer = tiny_qwen
+    ctx = FitContext(model, tokenizer)
+    cna = CNA(top_k=10, neutral_prompts=None, intervention="mean")
+    artifact = cna.fit(ctx, POSITIVE, NEGATIVE)
+    layers, neurons = artifact.tensors["layers"], artifact.tensors["neurons"]
+    means = artifact.tensors["mean_negative"]
+    adapter = ModelAdapter.from_model(model)
+    before = logits(model, tokenizer)
+    with cna.steer(model, artifact, 1.0):
+        assert torch.equal(logits(model, tokenizer), before)
+    for m in (0.0, 0.5):
+        handles = []
+        for layer in torch.unique(layers).tolist():
+            cols = neurons[layers == layer]
+            mu = means[layer, cols]
+
+            def replace(_module, args, cols=cols, mu=mu, m=m):
+                x = args[0].clone()
+                x[..., cols] = mu + m * (x[..., cols] - mu)
+                return (x,)
+
+            handles.append(adapter.down_proj(layer).register_forward_pre_hook(replace))
+        expected = logits(model, tokenizer)
+        for handle in handles:
+            handle.remove()
+        with cna.steer(model, artifact, m):
+            torch.testing.assert_close(logits(model, tokenizer), expected, atol=1e-5, rtol=1e-5)
+    assert all(adapter.down_proj(i).bias is None for i in range(adapter.n_layers))
+
+
+def test_bad_variant_names_are_clear_errors():
+    with pytest.raises(SteerbenchError, match="selection must be one of abs, signed"):
+        get_method("cna", selection="biggest")

@@ -9,7 +9,7 @@ from steerbench import models
 from steerbench.device import resolve_dtype
 from steerbench.errors import SteerbenchError
 from steerbench.models import BuiltinModel, assemble_gguf, load_model
-from tiny_models import save_tiny_model
+from steerbench.testing import save_tiny_model
 
 
 def test_loads_a_local_directory_like_from_pretrained(tmp_path):

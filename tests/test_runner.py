@@ -14,7 +14,7 @@ from steerbench.config import load_config, parse_config
 from steerbench.errors import SteerbenchError
 from steerbench.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA
 from steerbench.runner import Runner, plan
-from tiny_models import save_tiny_model
+from steerbench.testing import save_tiny_model
 
 
 def tiny_config(model_dir: Path, **overrides) -> dict:

@@ -13,7 +13,7 @@ SETTINGS = sae_lib.SAETrainingSettings(width=48, steps=6, batch_size=64, max_tok
 
 @pytest.fixture(scope="module")
 def trained_sae(tmp_path_factory):
-    from tiny_models import tiny_model
+    from steerbench.testing import tiny_model
 
     model, tokenizer = tiny_model("qwen2", seed=1)
     texts = sae_lib.training_texts(("neutral", "jbb-harmful"))

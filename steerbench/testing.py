@@ -1,6 +1,7 @@
 """Tiny randomly initialised models and a small tokenizer, built in-process (no download).
 
-Used by the unit tests and by anyone who wants to try steerbench's code paths in seconds.
+Used by steerbench's tests and by plugin authors' tests (``from steerbench.testing import
+tiny_model``): every code path runs in seconds with no model download.
 The tokenizer is a byte-level BPE trained on a few sentences, with a ChatML chat template,
 so chat formatting, padding and decoding all behave like a real instruct model's.
 """
