@@ -24,9 +24,11 @@ from steerbench.cli_options import (
     write_jsonl_atomic,
 )
 from steerbench.commands import (
+    register_bench_commands,
     register_leaderboard_commands,
     register_method_commands,
     register_metric_commands,
+    register_reproduce_commands,
     register_run_commands,
     register_sae_commands,
 )
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_run_commands(sub)
     register_leaderboard_commands(sub)
     register_sae_commands(sub)
+    register_bench_commands(sub)
+    register_reproduce_commands(sub)
     return parser
 
 

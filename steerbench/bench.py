@@ -1,0 +1,252 @@
+"""``steerbench bench``: speed and memory, as ratios against baselines run in the same process.
+
+- discovery (CNA, CAA) on 200 prompts vs the floor: one plain batched forward pass
+  (``model(**batch)``) over the same prompts;
+- generation tokens/s: unsteered batched, CNA- and CAA-steered batched, and the
+  paper's reference style (one prompt at a time, steering by a forward pre-hook that clones
+  the activation and multiplies the neurons);
+- peak RSS (and peak GPU memory), and achieved FLOP/s against a measured matmul FLOP/s.
+
+Every generation variant produces exactly the same number of tokens (``min_new_tokens``),
+so tokens/s compare like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from steerbench.adapter import ModelAdapter
+from steerbench.data import load_prompts
+from steerbench.method import FitContext, get_method
+from steerbench.prompts import PromptFormat, format_prompts
+
+log = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def forward_floor(model, tokenizer, prompts: list[str], batch_size: int) -> None:
+    """One plain batched forward pass of the full model over the prompts."""
+    from steerbench.prompts import length_sorted_batches, token_lengths, tokenize_batch
+
+    texts = format_prompts(tokenizer, prompts)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for batch in length_sorted_batches(token_lengths(tokenizer, texts, chat=True), batch_size):
+            model(
+                **tokenize_batch(tokenizer, [texts[i] for i in batch], chat=True, device=device),
+                use_cache=False,
+            )
+
+
+def generate_exact(model, tokenizer, prompts: list[str], new_tokens: int, batch_size: int) -> int:
+    """Batched greedy generation of exactly ``new_tokens`` per prompt; returns token count."""
+    from steerbench.prompts import length_sorted_batches, token_lengths, tokenize_batch
+
+    texts = format_prompts(tokenizer, prompts)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for batch in length_sorted_batches(token_lengths(tokenizer, texts, chat=True), batch_size):
+            encoded = tokenize_batch(tokenizer, [texts[i] for i in batch], chat=True, device=device)
+            model.generate(
+                **encoded,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    return len(prompts) * new_tokens
+
+
+@contextmanager
+def reference_hooks(model, layers: torch.Tensor, neurons: torch.Tensor, multiplier: float):
+    """The reference code's style: a pre-hook that clones the activation and scales it."""
+    adapter = ModelAdapter.from_model(model)
+    handles = []
+    for layer in torch.unique(layers).tolist():
+        columns = neurons[layers == layer]
+
+        def hook(_module, args, columns=columns):
+            x = args[0].clone()
+            x[..., columns] *= multiplier
+            return (x,)
+
+        handles.append(adapter.down_proj(layer).register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def matmul_flops(
+    dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 5
+) -> float:
+    """Measured dense matmul FLOP/s in the model's dtype: the machine's practical ceiling."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    torch.matmul(a, b)  # warm-up
+    seconds, _ = timed(lambda: [torch.matmul(a, b) for _ in range(repeats)], device)
+    return 2 * size**3 * repeats / seconds
+
+
+def peak_rss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def run_bench(
+    lm,
+    *,
+    n_discovery: int = 200,
+    n_generate: int = 32,
+    n_reference: int = 8,
+    new_tokens: int = 32,
+    batch_size: int = 16,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    model, tokenizer = lm.model, lm.tokenizer
+    device = lm.device
+    prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
+    discovery = prompts[:n_discovery]
+    half = len(discovery) // 2
+    positive, negative = discovery[:half], discovery[half:]
+    fmt = PromptFormat()
+
+    floor_s, _ = timed(lambda: forward_floor(model, tokenizer, discovery, batch_size), device)
+    figures: dict[str, Any] = {
+        "model": lm.name,
+        "device": str(device),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "discovery_prompts": len(discovery),
+        "forward_floor_seconds": floor_s,
+    }
+    artifacts = {}
+    for name, params in (("cna", {"neutral_prompts": None}), ("caa", {})):
+        method = get_method(name, **params)
+        ctx = FitContext(model, tokenizer, fmt=fmt, batch_size=batch_size)
+        seconds, artifacts[name] = timed(
+            lambda m=method, c=ctx: m.fit(c, positive, negative), device
+        )
+        figures[f"discovery_seconds_{name}"] = seconds
+        figures[f"discovery_vs_floor_{name}"] = seconds / floor_s
+
+    gen_prompts = prompts[:n_generate]
+    cna, caa = get_method("cna"), get_method("caa")
+    variants = {
+        "unsteered": None,
+        "cna": lambda: cna.steer(model, artifacts["cna"], 0.0),
+        "caa": lambda: caa.steer(model, artifacts["caa"], -1.0),
+    }
+    generate_exact(model, tokenizer, gen_prompts[:batch_size], 2, batch_size)  # warm-up
+    tps: dict[str, float] = {}
+    for _ in range(repeats):  # interleaved repeats, best of each: load spikes cancel out
+        for name, steer in variants.items():
+
+            def work(steer=steer):
+                if steer is None:
+                    return generate_exact(model, tokenizer, gen_prompts, new_tokens, batch_size)
+                with steer():
+                    return generate_exact(model, tokenizer, gen_prompts, new_tokens, batch_size)
+
+            seconds, tokens = timed(work, device)
+            tps[name] = max(tps.get(name, 0.0), tokens / seconds)
+    circuit = artifacts["cna"].tensors
+
+    def reference():
+        with reference_hooks(model, circuit["layers"], circuit["neurons"], 0.0):
+            return sum(
+                generate_exact(model, tokenizer, [p], new_tokens, 1)
+                for p in gen_prompts[:n_reference]
+            )
+
+    seconds, tokens = timed(reference, device)
+    tps["reference"] = tokens / seconds
+    figures["tokens_per_second"] = tps
+    figures["steering_overhead"] = {m: 1 - tps[m] / tps["unsteered"] for m in ("cna", "caa")}
+    figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
+
+    n_params = sum(p.numel() for p in model.parameters())
+    achieved = 2 * n_params * tps["unsteered"]  # forward FLOPs per generated token
+    peak = matmul_flops(next(model.parameters()).dtype, device)
+    figures["flops"] = {
+        "achieved_generation": achieved,
+        "measured_matmul_peak": peak,
+        "fraction_of_peak": achieved / peak,
+    }
+    figures["peak_rss_gb"] = peak_rss_bytes() / 1e9
+    if device.type == "cuda":
+        figures["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    figures["settings"] = {
+        "n_generate": n_generate,
+        "n_reference": n_reference,
+        "new_tokens": new_tokens,
+        "batch_size": batch_size,
+        "repeats": repeats,
+    }
+    return figures
+
+
+def format_table(f: dict[str, Any]) -> str:
+    tps = f["tokens_per_second"]
+    lines = [
+        f"steerbench bench: {f['model']} on {f['device']} ({f['dtype']}, {f['threads']} threads)",
+        f"{'measure':44} {'value':>12} {'ratio':>10}",
+        f"{'forward floor, ' + str(f['discovery_prompts']) + ' prompts (s)':44} "
+        f"{f['forward_floor_seconds']:12.2f} {'1.00x':>10}",
+    ]
+    for name in ("cna", "caa"):
+        lines.append(
+            f"{'discovery ' + name + ' (s), vs floor':44} "
+            f"{f['discovery_seconds_' + name]:12.2f} "
+            f"{f['discovery_vs_floor_' + name]:9.2f}x"
+        )
+    lines.append(
+        f"{'generation unsteered batched (tok/s)':44} {tps['unsteered']:12.1f} {'1.00x':>10}"
+    )
+    for name in ("cna", "caa"):
+        lines.append(
+            f"{'generation ' + name + '-steered batched (tok/s)':44} "
+            f"{tps[name]:12.1f} {tps[name] / tps['unsteered']:9.3f}x"
+        )
+    lines.append(
+        f"{'generation reference style, 1 prompt + hook':44} "
+        f"{tps['reference']:12.1f} {tps['reference'] / tps['unsteered']:9.3f}x"
+    )
+    for name in ("cna", "caa"):
+        lines.append(f"{'steering overhead ' + name:44} {f['steering_overhead'][name]:12.1%}")
+        lines.append(
+            f"{'speedup vs reference ' + name:44} {f['speedup_vs_reference'][name]:11.1f}x"
+        )
+    flops = f["flops"]
+    lines.append(
+        f"{'achieved generation GFLOP/s':44} {flops['achieved_generation'] / 1e9:12.1f} "
+        f"{flops['fraction_of_peak']:9.1%}"
+    )
+    lines.append(
+        f"{'measured matmul GFLOP/s (ceiling)':44} {flops['measured_matmul_peak'] / 1e9:12.1f}"
+    )
+    lines.append(f"{'peak RSS (GB)':44} {f['peak_rss_gb']:12.2f}")
+    if "peak_gpu_memory_gb" in f:
+        lines.append(f"{'peak GPU memory (GB)':44} {f['peak_gpu_memory_gb']:12.2f}")
+    return "\n".join(lines)

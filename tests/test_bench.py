@@ -1,0 +1,47 @@
+import torch
+from test_methods import NEGATIVE, POSITIVE
+
+from steerbench.bench import reference_hooks, run_bench
+from steerbench.generation import GenerationSettings, generate
+from steerbench.method import FitContext, get_method
+from steerbench.models import LoadedModel
+
+PROMPTS = [
+    "Hi",
+    "Write a poem about the sea and the sky",
+    "How do I bake bread at home?",
+    "What is the capital of France? Tell me everything about it.",
+]
+
+
+def test_fast_steered_batched_generation_equals_the_slow_reference_path(any_tiny):
+    """Weight folding + batching must not change a single generated token."""
+    model, tokenizer = any_tiny
+    cna = get_method("cna", top_k=12, neutral_prompts=None)
+    artifact = cna.fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+    settings = GenerationSettings(max_new_tokens=10, batch_size=4)
+    for m in (0.0, 2.0):
+        with cna.steer(model, artifact, m):
+            fast = generate(model, tokenizer, PROMPTS, settings, progress=False)
+        with reference_hooks(model, artifact.tensors["layers"], artifact.tensors["neurons"], m):
+            slow = [
+                generate(
+                    model, tokenizer, [p], GenerationSettings(max_new_tokens=10), progress=False
+                )[0]
+                for p in PROMPTS
+            ]
+        assert fast == slow
+
+
+def test_bench_reports_every_ratio(tiny_qwen):
+    model, tokenizer = tiny_qwen
+    lm = LoadedModel(model, tokenizer, "tiny", "test", None, 0.0)
+    figures = run_bench(
+        lm, n_discovery=10, n_generate=4, n_reference=2, new_tokens=3, batch_size=4, repeats=1
+    )
+    assert set(figures["steering_overhead"]) == {"cna", "caa"}
+    assert set(figures["speedup_vs_reference"]) == {"cna", "caa"}
+    assert figures["discovery_vs_floor_cna"] > 0 and figures["peak_rss_gb"] > 0
+    assert 0 < figures["flops"]["fraction_of_peak"]
+    assert all(v > 0 for v in figures["tokens_per_second"].values())
+    assert torch.get_num_threads() == figures["threads"]
