@@ -194,12 +194,16 @@ def run_reproduction(
                 metric.options["max_tokens"] = 16
     Runner(config, results, progress=progress).run()
     report = Report()
+    frame = load_results([results])
+    mine = frame[(frame["model"] == model) & frame["is_baseline"]]
+    report.facts["n_eval"] = int(mine[(mine["metric"] == "refusal")]["n"].max())
+    report.facts["n_mmlu"] = int(mine[mine["metric"] == "mmlu"]["n"].max())
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = out_dir / "reproduction"
     figures.mkdir(exist_ok=True)
 
     # 1. the grid
-    table = cell_table(load_results([results]))
+    table = cell_table(frame)
     table = table[table["model"] == model].sort_values(["method", "strength"])
     plot(table, figures)
     base = table[table["is_baseline"]].iloc[0]
@@ -470,7 +474,8 @@ def render(model: str, config: BenchmarkConfig, report: Report) -> str:
         (
             "(a) MMLU within 1 point",
             PAPER["mmlu"],
-            f"{100 * f['cna_mmlu_delta']:+.1f} pt (57 questions: one question is 1.8 pt)",
+            f"{100 * f['cna_mmlu_delta']:+.1f} pt ({f['n_mmlu']} questions: one question "
+            f"is {100 / f['n_mmlu']:.1f} pt)",
             verdict(abs(f["cna_mmlu_delta"]) <= 0.01 + 1e-9),
         ),
         (
@@ -485,7 +490,7 @@ def render(model: str, config: BenchmarkConfig, report: Report) -> str:
             f"top-k: {_pct(topk['share_last_10pct'])} in the last 10 %, "
             f"{_pct(topk['share_last_quartile'])} in the last quartile; top-200: "
             f"{_pct(top200['share_last_10pct'])} / {_pct(top200['share_last_quartile'])}",
-            verdict(topk["share_last_quartile"] > 0.5),
+            verdict(topk["share_last_10pct"] >= 0.5),
         ),
     ]
     lines = [
@@ -495,9 +500,10 @@ def render(model: str, config: BenchmarkConfig, report: Report) -> str:
         f"that command (results in the results directory it names, figures in "
         f"`reproduction/`). Discovery: `{config.discovery['positive']}` vs "
         f"`{config.discovery['negative']}`; evaluation on the disjoint halves "
-        f"(`{config.evaluation.get('harmful')}`, `{config.evaluation.get('benign')}`, 50 "
-        f"prompts each, so one prompt is 2 points of refusal rate); MMLU on 57 questions "
-        f"(one per subject); StrongREJECT judged by the model itself (a weak judge).",
+        f"(`{config.evaluation.get('harmful')}`, `{config.evaluation.get('benign')}`, "
+        f"{f['n_eval']} prompts each, so one prompt is {100 / f['n_eval']:.0f} points of "
+        f"refusal rate); MMLU on {f['n_mmlu']} questions spread over the subjects; "
+        f"StrongREJECT judged by the model itself (a weak judge).",
         "",
         "## The paper's claims, side by side",
         "",
@@ -555,8 +561,9 @@ def discussion(f: dict[str, Any]) -> list[str]:
             f"paper: the added vector overwhelms the residual stream at every position."
         )
     out.append(
-        "- Sample sizes are small (50 evaluation prompts per set, 57 MMLU questions), "
-        "so differences inside the 95 % CIs in the table above are not evidence either "
-        "way; the StrongREJECT judge is the evaluated model itself, a weak judge."
+        f"- Sample sizes are small ({f['n_eval']} evaluation prompts per set, "
+        f"{f['n_mmlu']} MMLU questions), so differences inside the 95 % CIs in the table "
+        f"below are not evidence either way; the StrongREJECT judge is the evaluated "
+        f"model itself, a weak judge."
     )
     return out
