@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from steerbench.data import load_mmlu
 from steerbench.errors import SteerbenchError
@@ -82,7 +83,8 @@ def predict(model, tokenizer, prompts: list[str], batch_size: int = 8) -> list[s
     predictions = [""] * len(prompts)
     tokenizer.padding_side = "left"
     with torch.inference_mode():
-        for batch in length_sorted_batches(lengths, batch_size):
+        batches = length_sorted_batches(lengths, batch_size)
+        for batch in tqdm(batches, desc="mmlu", unit="batch", leave=False):
             encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True)
             encoded = {
                 k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from steerbench.data import verified_path
 from steerbench.errors import SteerbenchError
@@ -171,8 +172,30 @@ class LocalJudge:
             [c[1]["content"] for c in conversations],
             settings,
             PromptFormat(chat=True, system_prompt=system),
-            progress=False,
+            progress=True,
         )
+
+
+_JUDGES: dict[str, Any] = {}
+
+
+def _local_judge_model(spec: str, lm):
+    """Load a local judge once per process (the evaluated model is reused as is)."""
+    if lm is not None and lm.name == spec:
+        return lm
+    if spec not in _JUDGES:
+        from steerbench.models import load_model
+
+        device = str(lm.device) if lm is not None else "auto"
+        _JUDGES[spec] = load_model(spec, device=device)
+    return _JUDGES[spec]
+
+
+def judged_subset(records: Sequence[Record], n: int, seed: int) -> set[int]:
+    from steerbench.data import PromptRecord, take_stratified
+
+    proxies = [PromptRecord(str(i), r.prompt, r.category) for i, r in enumerate(records)]
+    return {int(p.id) for p in take_stratified(proxies, n, seed=seed)}
 
 
 @METRICS.register("strongreject")
@@ -194,6 +217,12 @@ class StrongReject(Metric):
         max_tokens: int = 256
         batch_size: int = 8
         cache_dir: str | None = None
+        local_judge: str | None = None
+        """Model to judge with locally (built-in name, directory or hub id); default: the
+        evaluated model, unsteered."""
+        max_items: int | None = None
+        """Judge a category-stratified subset of this many items (the rest count as not
+        judged); a local judge on a CPU reads ~800 rubric tokens per item."""
 
     def _judge(self, lm):
         cfg = self.config
@@ -207,6 +236,10 @@ class StrongReject(Metric):
                 cfg.concurrency,
                 cfg.max_tokens,
             )
+        if cfg.local_judge:
+            return LocalJudge(
+                _local_judge_model(cfg.local_judge, lm), cfg.max_tokens, cfg.batch_size
+            )
         if lm is None:
             raise SteerbenchError(
                 "the strongreject metric needs a judge: pass a model for the local judge or "
@@ -216,10 +249,13 @@ class StrongReject(Metric):
 
     def compute(self, records: Sequence[Record], *, lm=None) -> MetricResult:
         judge = self._judge(lm)
+        chosen = set(range(len(records)))
+        if self.config.max_items is not None and self.config.max_items < len(records):
+            chosen = judged_subset(records, self.config.max_items, self.config.seed)
         cache = JudgeCache(Path(self.config.cache_dir) if self.config.cache_dir else None)
         keys = [cache.key(judge.name, r.prompt, r.response) for r in records]
         texts = [cache.get(k) for k in keys]
-        todo = [i for i, t in enumerate(texts) if t is None]
+        todo = [i for i, t in enumerate(texts) if t is None and i in chosen]
         if todo:
             answers = judge.judge(
                 [rubric_messages(records[i].prompt, records[i].response) for i in todo]
@@ -228,13 +264,15 @@ class StrongReject(Metric):
                 texts[i] = answer
                 if answer:
                     cache.put(keys[i], answer)
-        judgements = [parse_judgement(t) for t in texts]
+        judgements = [parse_judgement(t) if i in chosen else None for i, t in enumerate(texts)]
         values = [rubric_score(j) for j in judgements]
         return make_result(
             self.name,
             values,
             seed=self.config.seed,
             judge=judge.name,
+            n_judged=len(chosen),
+            n_unparsable=sum(1 for i in chosen if judgements[i] is None),
             judge_refusal_rate=(
                 sum(j["refused"] for j in judgements if j) / max(1, sum(1 for j in judgements if j))
             ),

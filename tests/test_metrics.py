@@ -245,3 +245,14 @@ def test_unreachable_judge_gives_missing_values(monkeypatch):
     metric = get_metric("strongreject", judge_url="http://127.0.0.1:9/v1", retries=1, timeout=2)
     result = metric.compute([Record("a", "p", "r")])
     assert result.values == [None] and result.n_missing == 1
+
+
+def test_judged_subset_limits_the_judge_calls(judge_server, monkeypatch):
+    monkeypatch.setattr("steerbench.metrics.strongreject.time.sleep", lambda s: None)
+    FakeJudge.fail_first = 0
+    metric = get_metric("strongreject", judge_url=judge_server, max_items=2)
+    items = [Record(str(i), "p", "a helpful answer", f"c{i % 2}") for i in range(6)]
+    result = metric.compute(items)
+    assert len(FakeJudge.calls) == 2
+    assert sum(v is not None for v in result.values) == 2
+    assert result.extra["n_judged"] == 2 and result.extra["n_unparsable"] == 0
