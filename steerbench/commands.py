@@ -314,11 +314,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dtype:
         config.dtype = args.dtype
     results = Path(args.results or Path("results") / config.name)
+    executor = None
+    if args.executor == "ray":
+        from steerbench.executors import RayExecutor, _import_ray
+
+        _import_ray()  # fail fast, with the install hint, before any work
+        executor = RayExecutor(args.ray_address, args.ray_cpus_per_task, args.ray_gpus_per_task)
     if args.dry_run:
         print(describe_plan(config, results))
         return 0
     start = time.perf_counter()
-    summary = Runner(config, results, tracking_uri=args.tracking_uri, progress=not args.quiet).run()
+    summary = Runner(
+        config,
+        results,
+        tracking_uri=args.tracking_uri,
+        progress=not args.quiet,
+        executor=executor,
+    ).run()
     minutes = (time.perf_counter() - start) / 60
     print(
         f"{config.name}: {summary['cells']} cells ({summary['ran']} run now) in "
@@ -354,6 +366,20 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", help="override the config's models")
     p.add_argument("--device", help="override the config's device (cpu, cuda, auto)")
     p.add_argument("--dtype", help="override the config's dtype")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where cells run: this process (default) or a Ray cluster",
+    )
+    p.add_argument("--ray-address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--ray-cpus-per-task", type=float, default=1.0)
+    p.add_argument(
+        "--ray-gpus-per-task",
+        type=float,
+        default=0.0,
+        help="GPUs per (model, method) task, e.g. 1 with --device cuda",
+    )
     p.set_defaults(handler=cmd_run)
 
 

@@ -56,7 +56,15 @@ class BenchmarkConfig:
     split_seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as a YAML document that ``parse_config`` reads back (resolved)."""
+        document = dataclasses.asdict(self)
+        document["methods"] = [
+            {k: v for k, v in dataclasses.asdict(m).items() if v is not None} for m in self.methods
+        ]
+        document["metrics"] = {
+            m.name: {**m.options, **({"sets": m.sets} if m.sets else {})} for m in self.metrics
+        }
+        return document
 
 
 TOP_LEVEL_KEYS = {f.name for f in dataclasses.fields(BenchmarkConfig)}

@@ -105,6 +105,14 @@ def plan(config: BenchmarkConfig) -> list[Cell]:
     return cells
 
 
+def fit_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells that share a model and a fitted method (the unit of work on a cluster)."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.model, cell.method_name), []).append(cell)
+    return list(groups.values())
+
+
 def evaluation_sets(config: BenchmarkConfig) -> dict[str, list[PromptRecord]]:
     sets = {}
     for name, spec in config.evaluation.items():
@@ -193,11 +201,13 @@ class Runner:
         *,
         tracking_uri: str | None = None,
         progress: bool = True,
+        executor: Any = None,
     ) -> None:
         self.config = config
         self.results = results
         self.tracking_uri = tracking_uri
         self.progress = progress
+        self.executor = executor  # None: this process; else e.g. steerbench.executors.RayExecutor
         self.provenance = provenance()
 
     # -- setup ------------------------------------------------------------------------
@@ -238,14 +248,14 @@ class Runner:
             unit="cell",
             disable=not self.progress,
         )
-        for model in self.config.models:
-            todo = [
-                c
-                for c in cells
-                if c.model == model and not is_finished(self.results, cell_key(self.config, c))
-            ]
-            if todo:
-                self.run_model(model, todo, sets, bar)
+        todo = [c for c in cells if not is_finished(self.results, cell_key(self.config, c))]
+        if self.executor is None:
+            for model in self.config.models:
+                mine = [c for c in todo if c.model == model]
+                if mine:
+                    self.run_model(model, mine, sets, bar)
+        else:
+            self.executor.run(self, fit_groups(todo), bar)
         bar.close()
         self.log_to_mlflow(tracker, cells)
         tracker.finish()
@@ -285,7 +295,8 @@ class Runner:
                 artifact = artifacts[key]
             self.run_cell(lm, cell, artifact, sets, start)
             consolidate(self.results)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
 
     def fitted_artifact(self, ctx, spec: MethodSpec, key: str):
         from steerbench.method import Artifact, get_method
