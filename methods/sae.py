@@ -154,7 +154,7 @@ class SAEFeatures(SteeringMethod):
             else sae_lib.default_training_layer(adapter.n_layers),
         )
         sae_lib.check_matches(sae, adapter, layer)
-        sae = sae.to(dtype=torch.float32)
+        sae = sae.to(device="cpu", dtype=torch.float32)  # activations are captured on CPU
         with torch.no_grad():
             f_pos = sae.encode(ctx.activations(positive).resid_post[:, layer])
             f_neg = sae.encode(ctx.activations(negative).resid_post[:, layer])

@@ -251,9 +251,12 @@ def load_model(
     else:
         raise SteerbenchError(unknown_model_message(spec))
 
+    # Several GPUs and no explicit device: let accelerate spread the layers over them.
+    spread = (device or "auto") == "auto" and torch.cuda.device_count() > 1
+    model_kwargs = {**kwargs, "device_map": "auto"} if spread else kwargs
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **model_kwargs)
     except OSError as err:
         if source == "hub":
             raise SteerbenchError(
@@ -263,7 +266,8 @@ def load_model(
         raise SteerbenchError(f"could not load model from {spec!r}: {err}") from err
     except ValueError as err:
         raise SteerbenchError(f"could not load model {spec!r}: {str(err).splitlines()[0]}") from err
-    model.to(torch_device)
+    if not spread:
+        model.to(torch_device)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

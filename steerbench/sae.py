@@ -151,7 +151,7 @@ def _batches(activations: torch.Tensor, batch_size: int, seed: int) -> Iterator[
 
 def quality_report(sae, activations: torch.Tensor, n: int = 8192) -> dict[str, float]:
     """Reconstruction MSE, explained variance, L0 and dead-feature fraction on held data."""
-    x = activations[-n:].float()
+    x = activations[-n:].float().to(sae.W_enc.device)
     with torch.no_grad():
         features = sae.encode(x)
         reconstruction = sae.decode(features)
@@ -203,7 +203,7 @@ def train_sae(
         logger=LoggingConfig(log_to_wandb=False),
         checkpoint_path=None,
         save_final_checkpoint=False,
-        device="cpu",
+        device="cuda" if torch.cuda.is_available() else "cpu",  # batches move there per step
     )
     start = time.perf_counter()
     trainer = SAETrainer(
