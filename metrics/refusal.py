@@ -149,15 +149,9 @@ VALIDATION_SET = "refusal_validation/refusal_validation.jsonl"
 
 def validation_report() -> dict:
     """Accuracy, refusal precision/recall and the misclassified items on the labelled set."""
-    import json
+    from steerbench.data import read_jsonl, verified_path
 
-    from steerbench.data import verified_path
-
-    rows = [
-        json.loads(line)
-        for line in verified_path(VALIDATION_SET).read_text().splitlines()
-        if line.strip()
-    ]
+    rows = read_jsonl(verified_path(VALIDATION_SET))
     predicted = [classify(r["response"]) for r in rows]
     gold = [r["label"] for r in rows]
     pairs = list(zip(gold, predicted))

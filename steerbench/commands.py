@@ -157,13 +157,9 @@ def read_records(path: Path):
 
         rows = pq.read_table(path).to_pylist()
     elif path.suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise SteerbenchError(f"{path}: line {number} is not valid JSON") from err
+        from steerbench.data import read_jsonl
+
+        rows = read_jsonl(path)
     else:
         raise SteerbenchError(f"{path}: use a .jsonl or .parquet file of prompt/response records")
     missing = [i for i, r in enumerate(rows) if "prompt" not in r or "response" not in r]

@@ -215,20 +215,25 @@ def verified_path(relative: str) -> Path:
     return path
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """One JSON object per non-empty line, with the line number in any error."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise SteerbenchError(
+                    f"{path}: line {number} is not valid JSON ({err.msg}); "
+                    f"JSONL needs one JSON object per line"
+                ) from err
+    return rows
+
+
 def _read_rows(path: Path) -> list[dict]:
     try:
         if path.suffix == ".jsonl":
-            rows = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise SteerbenchError(
-                            f"{path}: line {number} is not valid JSON ({err.msg}); "
-                            f"JSONL needs one JSON object per line"
-                        ) from err
-            return rows
+            return read_jsonl(path)
         with path.open(newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
     except UnicodeDecodeError as err:

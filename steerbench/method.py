@@ -26,7 +26,7 @@ from steerbench import __version__
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_bytes, atomic_write_text
 from steerbench.prompts import PromptFormat
-from steerbench.registry import Registry
+from steerbench.registry import Registry, build_config
 
 ARTIFACT_JSON = "artifact.json"
 ARTIFACT_TENSORS = "tensors.safetensors"
@@ -125,17 +125,9 @@ class SteeringMethod(ABC):
         pass
 
     def __init__(self, **hyperparameters: Any) -> None:
-        known = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(hyperparameters) - known)
-        if unknown:
-            raise SteerbenchError(
-                f"unknown hyper-parameter(s) {', '.join(unknown)} for method {self.name!r}; "
-                f"allowed: {', '.join(sorted(known)) or 'none'}"
-            )
-        try:
-            self.config = self.Config(**hyperparameters)
-        except (TypeError, ValueError) as err:
-            raise SteerbenchError(f"method {self.name!r}: {err}") from err
+        self.config = build_config(
+            self.Config, hyperparameters, f"hyper-parameter(s) for method {self.name!r}"
+        )
 
     def hyperparameters(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

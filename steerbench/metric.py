@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from steerbench.errors import SteerbenchError
-from steerbench.registry import Registry
+from steerbench.registry import Registry, build_config
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -109,14 +108,7 @@ class Metric(ABC):
         seed: int = 0
 
     def __init__(self, **params: Any) -> None:
-        known = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise SteerbenchError(
-                f"unknown option(s) {', '.join(unknown)} for metric {self.name!r}; "
-                f"allowed: {', '.join(sorted(known))}"
-            )
-        self.config = self.Config(**params)
+        self.config = build_config(self.Config, params, f"option(s) for metric {self.name!r}")
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

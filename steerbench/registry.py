@@ -98,3 +98,20 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             )
         return self._entries[name].cls
+
+
+def build_config(config_cls: type, params: dict, what: str) -> object:
+    """A plugin's ``Config`` dataclass from user parameters, with one-line errors that name
+    the unknown keys and the allowed ones (``what``: e.g. "hyper-parameter for method 'cna'")."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise SteerbenchError(
+            f"unknown {what}: {', '.join(unknown)}; allowed: {', '.join(sorted(known)) or 'none'}"
+        )
+    try:
+        return config_cls(**params)
+    except (TypeError, ValueError) as err:
+        raise SteerbenchError(f"{what.split(' for ')[-1]}: {err}") from err

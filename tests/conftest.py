@@ -15,6 +15,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from steerbench.testing import ARCHITECTURES, tiny_model  # noqa: E402
 
 
+def pip_install_target(source, site) -> None:
+    """Install a package (no deps, no network) into ``site``, as a user's pip would."""
+    import subprocess
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture(params=ARCHITECTURES)
 def any_tiny(request):
     """A tiny (model, tokenizer) of each supported test architecture."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import pip_install_target
 
 from steerbench.testing import save_tiny_model
 
@@ -18,23 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "steerbench-plugin-
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    pip_install_target(EXAMPLE, site)
     return {**os.environ, "PYTHONPATH": str(site)}
 
 

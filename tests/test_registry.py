@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import pip_install_target
 
 from steerbench.method import METHODS
 
@@ -55,23 +56,7 @@ def plugin_site(tmp_path_factory):
     """)
     )
     site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    pip_install_target(src, site)
     return site
 
 
