@@ -160,6 +160,7 @@ class SAEFeatures(SteeringMethod):
             f_neg = sae.encode(ctx.activations(negative).resid_post[:, layer])
         features = rank_features(f_pos, f_neg, self.config.top_n)
         both = torch.cat([f_pos, f_neg])
+        prompts = [*positive, *negative]
         tensors = {
             "features": features,
             "diff": (f_pos.mean(0) - f_neg.mean(0))[features],
@@ -177,7 +178,15 @@ class SAEFeatures(SteeringMethod):
             "sae": str(self.config.sae or trained_dir or self.config.sae_id),
             "d_sae": sae.cfg.d_sae,
             "features": [
-                {"feature": int(f), "diff": round(float(d), 4), "density": round(float(p), 3)}
+                {
+                    "feature": int(f),
+                    "diff": round(float(d), 4),
+                    "density": round(float(p), 3),
+                    # the prompts (positive and negative) on which it fires hardest
+                    "top_prompts": [
+                        prompts[i] for i in both[:, f].topk(min(3, len(prompts))).indices.tolist()
+                    ],
+                }
                 for f, d, p in zip(features, tensors["diff"], tensors["density"])
             ],
         }

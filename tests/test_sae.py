@@ -125,3 +125,10 @@ def test_sae_of_another_width_is_a_clear_error(trained_sae, tmp_path):
         get_method("sae", sae=str(tmp_path / "missing")).fit(
             FitContext(model, tokenizer), POSITIVE, NEGATIVE
         )
+
+
+def test_summary_names_each_features_top_prompts(trained_sae):
+    *_, artifact = fitted(trained_sae)
+    for feature in artifact.metadata["summary"]["features"]:
+        assert len(feature["top_prompts"]) == 3
+        assert set(feature["top_prompts"]) <= set(POSITIVE + NEGATIVE)
