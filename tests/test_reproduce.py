@@ -2,7 +2,8 @@ import json
 
 import torch
 
-from steerbench.reproduce import jaccard, layer_distribution, run_reproduction, stability
+from steerbench.analysis import jaccard, layer_distribution, stability
+from steerbench.reproduce import run_reproduction
 from steerbench.testing import save_tiny_model
 
 
