@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from steerbench.data import load_mmlu
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
-from steerbench.prompts import length_sorted_batches
+from steerbench.prompts import PromptFormat, encoded_batches, n_batches
 
 LETTERS = ("A", "B", "C", "D")
 SHIPPED_SUBSET_SIZE = 285
@@ -79,16 +79,16 @@ def predict(model, tokenizer, prompts: list[str], batch_size: int = 8) -> list[s
     """The letter with the highest next-token logit for each prompt."""
     device = next(model.parameters()).device
     letter_ids = torch.tensor(choice_token_ids(tokenizer), device=device)
-    lengths = [len(x) for x in tokenizer(prompts)["input_ids"]]
     predictions = [""] * len(prompts)
-    tokenizer.padding_side = "left"
+    batches = encoded_batches(tokenizer, prompts, PromptFormat(chat=False), batch_size, device)
     with torch.inference_mode():
-        batches = length_sorted_batches(lengths, batch_size)
-        for batch in tqdm(batches, desc="mmlu", unit="batch", leave=False):
-            encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True)
-            encoded = {
-                k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")
-            }
+        for batch, encoded in tqdm(
+            batches,
+            total=n_batches(len(prompts), batch_size),
+            desc="mmlu",
+            unit="batch",
+            leave=False,
+        ):
             logits = model(**encoded, logits_to_keep=1, use_cache=False).logits[:, -1]
             best = logits[:, letter_ids].argmax(dim=-1).tolist()
             for index, choice in zip(batch, best):

@@ -26,7 +26,7 @@ import torch
 from steerbench.adapter import ModelAdapter
 from steerbench.data import load_prompts
 from steerbench.method import FitContext, get_method
-from steerbench.prompts import PromptFormat, format_prompts
+from steerbench.prompts import PromptFormat, encoded_batches
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +46,17 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
 
 def forward_floor(model, tokenizer, prompts: list[str], batch_size: int) -> None:
     """One plain batched forward pass of the full model over the prompts."""
-    from steerbench.prompts import length_sorted_batches, token_lengths, tokenize_batch
-
-    texts = format_prompts(tokenizer, prompts)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in length_sorted_batches(token_lengths(tokenizer, texts, chat=True), batch_size):
-            model(
-                **tokenize_batch(tokenizer, [texts[i] for i in batch], chat=True, device=device),
-                use_cache=False,
-            )
+        for _, encoded in encoded_batches(tokenizer, prompts, PromptFormat(), batch_size, device):
+            model(**encoded, use_cache=False)
 
 
 def generate_exact(model, tokenizer, prompts: list[str], new_tokens: int, batch_size: int) -> int:
     """Batched greedy generation of exactly ``new_tokens`` per prompt; returns token count."""
-    from steerbench.prompts import length_sorted_batches, token_lengths, tokenize_batch
-
-    texts = format_prompts(tokenizer, prompts)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in length_sorted_batches(token_lengths(tokenizer, texts, chat=True), batch_size):
-            encoded = tokenize_batch(tokenizer, [texts[i] for i in batch], chat=True, device=device)
+        for _, encoded in encoded_batches(tokenizer, prompts, PromptFormat(), batch_size, device):
             model.generate(
                 **encoded,
                 max_new_tokens=new_tokens,

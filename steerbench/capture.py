@@ -15,13 +15,7 @@ from tqdm.auto import tqdm
 
 from steerbench.adapter import SITE_KINDS, ModelAdapter, record_last_token
 from steerbench.errors import SteerbenchError
-from steerbench.prompts import (
-    PromptFormat,
-    format_prompts,
-    length_sorted_batches,
-    token_lengths,
-    tokenize_batch,
-)
+from steerbench.prompts import PromptFormat, encoded_batches, n_batches
 
 
 @dataclass
@@ -60,18 +54,18 @@ def capture_last_token(
         raise SteerbenchError("no prompts to capture activations from; check the prompt set")
     fmt = fmt or PromptFormat()
     adapter = ModelAdapter.from_model(model)
-    chat = fmt.uses_chat(tokenizer)
-    texts = format_prompts(tokenizer, prompts, fmt)
     device = next(model.parameters()).device
     out = {
         kind: torch.empty(len(prompts), adapter.n_layers, adapter.site_width(kind))
         for kind in kinds
     }
-    batches = length_sorted_batches(token_lengths(tokenizer, texts, chat=chat), batch_size)
+    batches = encoded_batches(tokenizer, prompts, fmt, batch_size, device)
+    total = n_batches(len(prompts), batch_size)
     with torch.inference_mode():
-        for batch in tqdm(batches, desc="capture", unit="batch", disable=not progress, leave=False):
+        for batch, encoded in tqdm(
+            batches, total=total, desc="capture", unit="batch", disable=not progress, leave=False
+        ):
             sink: dict[str, list[torch.Tensor]] = {}
-            encoded = tokenize_batch(tokenizer, [texts[i] for i in batch], chat=chat, device=device)
             with record_last_token(adapter, kinds, sink):
                 adapter.backbone(**encoded, use_cache=False)
             index = torch.tensor(batch)

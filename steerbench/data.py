@@ -383,7 +383,8 @@ def load_mmlu(*, full: bool = False) -> list[dict]:
     return _read_rows(path)
 
 
-def _normalise(text: str) -> str:
+def normalise_text(text: str) -> str:
+    """The form in which two prompts count as the same (case, punctuation, spacing ignored)."""
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
@@ -395,7 +396,7 @@ def find_duplicates(
     duplicates = []
     for name in names or list(PROMPT_SETS):
         for record in load_registered(name):
-            key = _normalise(record.text)
+            key = normalise_text(record.text)
             if key in seen:
                 duplicates.append((seen[key], record))
             else:

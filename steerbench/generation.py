@@ -13,13 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerbench.errors import SteerbenchError
-from steerbench.prompts import (
-    PromptFormat,
-    format_prompts,
-    length_sorted_batches,
-    token_lengths,
-    tokenize_batch,
-)
+from steerbench.prompts import PromptFormat, encoded_batches
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +52,7 @@ def generate(
     fmt = fmt or PromptFormat()
     if not prompts:
         return []
-    chat = fmt.uses_chat(tokenizer)
-    texts = format_prompts(tokenizer, prompts, fmt)
     device = next(model.parameters()).device
-    batches = length_sorted_batches(token_lengths(tokenizer, texts, chat=chat), settings.batch_size)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
@@ -77,8 +68,7 @@ def generate(
         total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False
     )
     with torch.inference_mode():
-        for batch in batches:
-            encoded = tokenize_batch(tokenizer, [texts[i] for i in batch], chat=chat, device=device)
+        for batch, encoded in encoded_batches(tokenizer, prompts, fmt, settings.batch_size, device):
             output = model.generate(
                 **encoded,
                 max_new_tokens=settings.max_new_tokens,

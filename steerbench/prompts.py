@@ -7,6 +7,8 @@ prompt), base models see raw text. Everything that tokenises prompts goes throug
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -68,3 +70,19 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 def token_lengths(tokenizer, texts: list[str], *, chat: bool) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
+
+
+def encoded_batches(
+    tokenizer, prompts: list[str], fmt: PromptFormat, batch_size: int, device
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Render, length-sort, batch and tokenise prompts: yields (indices into ``prompts``,
+    left-padded batch on ``device``). Generation, capture and metrics all feed the model
+    through this one pipeline, so they agree on the exact tokens."""
+    chat = fmt.uses_chat(tokenizer)
+    texts = format_prompts(tokenizer, prompts, fmt)
+    for batch in length_sorted_batches(token_lengths(tokenizer, texts, chat=chat), batch_size):
+        yield batch, tokenize_batch(tokenizer, [texts[i] for i in batch], chat=chat, device=device)
+
+
+def n_batches(n_prompts: int, batch_size: int) -> int:
+    return math.ceil(n_prompts / batch_size)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import torch
 
 from steerbench.analysis import layer_distribution, plot_layers, stability, top_pairs
 from steerbench.config import BenchmarkConfig, MethodSpec, load_config
-from steerbench.data import load_prompts
+from steerbench.data import load_prompts, normalise_text
 from steerbench.errors import SteerbenchError
 
 log = logging.getLogger(__name__)
@@ -75,12 +74,10 @@ def reproduce_config(base: BenchmarkConfig, model: str) -> BenchmarkConfig:
 
 def heldout_prompts() -> list[str]:
     """StrongREJECT-small minus anything that also occurs in JBB (never used for discovery)."""
-
-    def norm(t: str) -> str:
-        return re.sub(r"\W+", " ", t.lower()).strip()
-
-    jbb = {norm(r.text) for name in ("jbb-harmful", "jbb-benign") for r in load_prompts(name)}
-    return [r.text for r in load_prompts("strongreject-small") if norm(r.text) not in jbb]
+    jbb = {
+        normalise_text(r.text) for name in ("jbb-harmful", "jbb-benign") for r in load_prompts(name)
+    }
+    return [r.text for r in load_prompts("strongreject-small") if normalise_text(r.text) not in jbb]
 
 
 def _pct(x: float | None) -> str:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from steerbench.adapter import ModelAdapter
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_text
-from steerbench.prompts import PromptFormat, format_prompts, length_sorted_batches, tokenize_batch
+from steerbench.prompts import PromptFormat, encoded_batches, n_batches
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,6 @@ def collect_residuals(
     """resid_post[layer] at every real (non-padding) token: [n_tokens, d_model] in bf16."""
     adapter = ModelAdapter.from_model(model)
     fmt = fmt or PromptFormat()
-    chat = fmt.uses_chat(tokenizer)
-    rendered = format_prompts(tokenizer, texts, fmt)
-    lengths = [len(x) for x in tokenizer(rendered, add_special_tokens=not chat)["input_ids"]]
     device = next(model.parameters()).device
     chunks: list[torch.Tensor] = []
     total = 0
@@ -97,16 +94,14 @@ def collect_residuals(
     handle = adapter.layers[layer].register_forward_hook(hook)
     try:
         with torch.inference_mode():
-            for batch in tqdm(
-                length_sorted_batches(lengths, batch_size),
+            for _, encoded in tqdm(
+                encoded_batches(tokenizer, texts, fmt, batch_size, device),
+                total=n_batches(len(texts), batch_size),
                 desc="activations",
                 unit="batch",
                 disable=not progress,
                 leave=False,
             ):
-                encoded = tokenize_batch(
-                    tokenizer, [rendered[i] for i in batch], chat=chat, device=device
-                )
                 try:
                     adapter.backbone(**encoded, use_cache=False)
                 except _StopForward:
