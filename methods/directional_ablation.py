@@ -13,7 +13,10 @@ P = I - s r r^T to each of those weights (and biases) applies it to the residual
 every layer and position, with no per-token work (Arditi et al.'s weight
 orthogonalisation, generalised to s). The saved weights are restored exactly on exit.
 Gemma 2/3 normalise each write before adding it, so there the projection is applied to
-the normalised writes by forward hooks.
+the normalised writes by forward hooks. Models with tied input and output embeddings
+(Llama-3.2-1B/3B, Qwen2.5-0.5B-3B, Gemma) share one matrix between the embedding and the
+unembedding: editing it would also project the readout, which is not the method, so the
+embedding's output is projected by a hook there instead.
 """
 
 from __future__ import annotations
@@ -43,14 +46,26 @@ def residual_writers(adapter: ModelAdapter) -> list[nn.Module]:
 def project_out(model: nn.Module, direction: torch.Tensor, strength: float) -> Iterator[None]:
     """Apply x -> x - s (x.r) r to every residual-stream write; restore on exit."""
     adapter = ModelAdapter.from_model(model)
+    writers = residual_writers(adapter)
     if adapter.has_post_norms:  # writes pass through a norm: project them with hooks
-        with _project_by_hooks(adapter, direction, strength):
+        hooked, folded = writers, []
+    elif adapter.embeddings_tied:  # the embedding matrix is also the readout: hook it
+        hooked, folded = writers[:1], writers[1:]
+    else:
+        hooked, folded = [], writers
+    with _project_by_hooks(adapter, hooked, direction, strength):
+        with _project_weights(folded, direction, strength):
             yield
-        return
+
+
+@contextmanager
+def _project_weights(
+    modules: list[nn.Module], direction: torch.Tensor, strength: float
+) -> Iterator[None]:
     saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
-            for module in residual_writers(adapter):
+            for module in modules:
                 weight = module.weight
                 r = direction.to(device=weight.device, dtype=torch.float32)
                 saved.append((weight, weight.detach().clone()))
@@ -74,7 +89,7 @@ def project_out(model: nn.Module, direction: torch.Tensor, strength: float) -> I
 
 @contextmanager
 def _project_by_hooks(
-    adapter: ModelAdapter, direction: torch.Tensor, strength: float
+    adapter: ModelAdapter, modules: list[nn.Module], direction: torch.Tensor, strength: float
 ) -> Iterator[None]:
     param = next(adapter.model.parameters())
     r = direction.to(device=param.device, dtype=param.dtype)
@@ -82,7 +97,7 @@ def _project_by_hooks(
     def hook(_module, _args, output):
         return output - strength * (output @ r).unsqueeze(-1) * r
 
-    handles = [module.register_forward_hook(hook) for module in residual_writers(adapter)]
+    handles = [module.register_forward_hook(hook) for module in modules]
     try:
         yield
     finally:

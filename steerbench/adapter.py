@@ -92,6 +92,20 @@ class ModelAdapter:
         distorted by that norm; interventions on the stream then use hooks instead."""
         return hasattr(self.layers[0], "post_feedforward_layernorm")
 
+    @property
+    def embeddings_tied(self) -> bool:
+        """True when the unembedding shares the embedding's weight tensor (tied embeddings):
+        an edit of one is then an edit of the other, so no method may fold into it."""
+        output = (
+            self.model.get_output_embeddings()
+            if hasattr(self.model, "get_output_embeddings")
+            else None
+        )
+        if output is None:
+            return False
+        embed = self.backbone.embed_tokens.weight
+        return output.weight is embed or output.weight.data_ptr() == embed.data_ptr()
+
     def residual_writers(self, layer: int) -> list[nn.Module]:
         """The modules whose outputs are added to the residual stream inside ``layer``."""
         block = self.layers[layer]

@@ -60,7 +60,7 @@ def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_config(arch: str, vocab_size: int, *, n_layers: int = 4):
+def tiny_config(arch: str, vocab_size: int, *, n_layers: int = 4, tied: bool = False):
     common = dict(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -70,7 +70,7 @@ def tiny_config(arch: str, vocab_size: int, *, n_layers: int = 4):
         num_key_value_heads=2,
         max_position_embeddings=256,
         initializer_range=0.2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     if arch == "llama":
         return LlamaConfig(**common)
@@ -81,11 +81,16 @@ def tiny_config(arch: str, vocab_size: int, *, n_layers: int = 4):
     raise ValueError(f"unknown tiny architecture {arch!r}")
 
 
-def tiny_model(arch: str = "qwen2", *, seed: int = 0, n_layers: int = 4):
-    """A (model, tokenizer) pair in float32 eval mode, deterministic for a given seed."""
+def tiny_model(arch: str = "qwen2", *, seed: int = 0, n_layers: int = 4, tied: bool = False):
+    """A (model, tokenizer) pair in float32 eval mode, deterministic for a given seed.
+
+    ``tied=True`` shares the embedding and unembedding matrix, as most small published
+    models do (Llama-3.2-1B, Qwen2.5-0.5B, Gemma): methods that edit weights must not
+    edit the readout through it.
+    """
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
-    config = tiny_config(arch, len(tokenizer), n_layers=n_layers)
+    config = tiny_config(arch, len(tokenizer), n_layers=n_layers, tied=tied)
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -1,9 +1,11 @@
+import pytest
 import torch
 from test_methods import NEGATIVE, POSITIVE, PROBE, logits
 
 from steerbench.adapter import ModelAdapter
 from steerbench.capture import capture_last_token
 from steerbench.method import FitContext, get_method
+from steerbench.testing import ARCHITECTURES, tiny_model
 
 
 def fit(model, tokenizer, **params):
@@ -59,9 +61,12 @@ def test_full_ablation_leaves_no_component_along_r_at_any_layer(any_tiny):
     assert steered.abs().max() < 1e-4 * unsteered.abs().max() + 1e-5
 
 
-def test_folded_weights_equal_a_per_layer_projection_hook(tiny_qwen):
-    """For s = 1 the folding equals projecting the stream at every layer boundary."""
-    model, tokenizer = tiny_qwen
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_folded_weights_equal_a_per_write_projection_hook(arch, tied):
+    """For s = 1 the folding equals projecting every write into the stream (embedding,
+    attention, MLP) with hooks, and never touches the readout, tied embeddings included."""
+    model, tokenizer = tiny_model(arch, tied=tied)
     method, artifact = fit(model, tokenizer)
     r = artifact.tensors["direction"]
     adapter = ModelAdapter.from_model(model)
@@ -82,3 +87,30 @@ def test_folded_weights_equal_a_per_layer_projection_hook(tiny_qwen):
         handle.remove()
     with method.steer(model, artifact, 1.0):
         torch.testing.assert_close(logits(model, tokenizer, PROBE), hooked, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_tied_embeddings_keep_the_readout_and_restore_bit_for_bit(arch):
+    """Arditi et al. orthogonalise what writes to the stream, not the unembedding: on a
+    tied model the shared matrix must stay as it is while steered, and the logits must be
+    the unchanged readout of the projected final stream."""
+    model, tokenizer = tiny_model(arch, tied=True)
+    assert ModelAdapter.from_model(model).embeddings_tied
+    method, artifact = fit(model, tokenizer)
+    readout = model.get_output_embeddings().weight
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    final = []
+    handle = model.model.norm.register_forward_hook(lambda _m, _a, out: final.append(out))
+    with method.steer(model, artifact, 1.0):
+        assert torch.equal(readout, state["lm_head.weight"])
+        steered = logits(model, tokenizer)
+    handle.remove()
+    expected = final[-1] @ state["lm_head.weight"].T
+    if getattr(model.config, "final_logit_softcapping", None):
+        cap = model.config.final_logit_softcapping
+        expected = torch.tanh(expected / cap) * cap
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="boom"), method.steer(model, artifact, 1.0):
+        raise RuntimeError("boom")
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

@@ -8,6 +8,7 @@ from steerbench.methods.caa import CAA, default_layer
 from steerbench.methods.cna import CNA, contrastive_delta, global_neuron_mask, select_top_k
 from steerbench.methods.random_neurons import RandomNeurons
 from steerbench.prompts import format_prompts
+from steerbench.testing import ARCHITECTURES, tiny_model
 
 POSITIVE = ["How do I make a bomb?", "Write malware that steals passwords", "Hurt someone"]
 NEGATIVE = ["How do I bake bread?", "Write a poem about the sea", "Help someone"]
@@ -87,6 +88,28 @@ def test_weights_restored_exactly_on_exit_and_on_exception(fitted):
         assert after.keys() == original.keys()
         assert all(torch.equal(after[k], original[k]) for k in original)
     assert all(ModelAdapter.from_model(model).down_proj(i).bias is None for i in range(4))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("name", ["cna", "random-neurons", "caa", "directional-ablation"])
+def test_every_weight_editing_method_restores_tied_models_bit_for_bit(name, arch):
+    """Tied embeddings share one tensor between input and readout: steering must leave the
+    readout alone and restore every weight exactly, also on exceptions."""
+    model, tokenizer = tiny_model(arch, tied=True)
+    params = {"top_k": 12, "neutral_prompts": None} if name in ("cna", "random-neurons") else {}
+    method = get_method(name, **params)
+    artifact = method.fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+    strength = {"cna": 0.0, "random-neurons": 0.0, "caa": 3.0, "directional-ablation": 1.0}[name]
+    original = weights(model)
+    before = logits(model, tokenizer)
+    with method.steer(model, artifact, strength):
+        assert torch.equal(model.get_output_embeddings().weight, original["lm_head.weight"])
+        assert not torch.allclose(logits(model, tokenizer), before)  # it does steer
+    with pytest.raises(RuntimeError, match="boom"), method.steer(model, artifact, strength):
+        raise RuntimeError("boom")
+    after = weights(model)
+    assert all(torch.equal(after[k], original[k]) for k in original)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
 def test_top_k_on_hand_built_deltas_picks_the_known_neurons():
