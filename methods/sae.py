@@ -4,10 +4,14 @@ fit: encode the last-token residual (at the SAE's layer) of positive and negativ
 rank features by the difference of mean activation, keep the top n (default 8), and report
 each feature's density. Two ways to steer:
 
-- ``sae`` (scale): x' = x + (m - 1) * sum_i f_i(x) W_dec[i] at every position, so m = 0
-  removes the features' contribution, 1 is unchanged and > 1 amplifies; the SAE's
-  reconstruction error never enters the model. Only the chosen features are encoded, so
-  the per-token cost is a [d_model x n] product.
+- ``sae`` (scale): inside sae-lens's own encode/decode (its input processing and
+  activation normalisation included), the chosen features' activations f_i are multiplied
+  by m and the change of the reconstruction is added to the stream, x' = x + dec(m f) -
+  dec(f), the SAE's reconstruction error never entering the model: m = 0 removes the
+  features, 1 is unchanged, > 1 amplifies. Features of standard and JumpReLU SAEs are
+  computed independently of each other, so the artifact keeps a sae-lens SAE of only the
+  chosen features (same config, their rows and columns), and the per-token cost is a
+  [d_model x n] product.
 - ``sae-add``: x' = x + s * sum_i W_dec[i], as in SAELens steering tutorials (a fixed
   vector: folded into a bias, zero per-token cost).
 
@@ -34,6 +38,10 @@ from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
 log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("standard", "jumprelu")
+FEATURE_AXIS = {"W_enc": 1, "b_enc": 0, "W_dec": 0, "threshold": 0}
+"""Where each per-feature parameter of a standard / JumpReLU sae-lens SAE indexes its
+features; ``b_dec`` is shared by all features."""
+SHARED_PARAMETERS = ("b_dec",)
 
 
 def rank_features(f_pos: torch.Tensor, f_neg: torch.Tensor, n: int) -> torch.Tensor:
@@ -42,27 +50,77 @@ def rank_features(f_pos: torch.Tensor, f_neg: torch.Tensor, n: int) -> torch.Ten
     return torch.topk(diff, min(n, diff.numel())).indices
 
 
-def selected_feature_contribution(x: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
-    """sum_i f_i(x) W_dec[i] over the selected features, computed from their columns only."""
-    if bool(t["apply_b_dec_to_input"]):
-        x = x - t["b_dec"]
-    pre = x @ t["W_enc"] + t["b_enc"]
-    acts = torch.relu(pre) if "threshold" not in t else pre * (pre > t["threshold"])
-    return acts @ t["W_dec"]
+def check_supported(sae) -> None:
+    """Refuse SAEs whose features are not independent of each other, or whose input is
+    not the residual stream as it is, with a message that says what works."""
+    architecture = sae.cfg.architecture()
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise SteerbenchError(
+            f"SAE architecture {architecture!r} is not supported (its features are not "
+            f"computed independently, so a feature subset would change them); use a "
+            f"{' or '.join(SUPPORTED_ARCHITECTURES)} SAE"
+        )
+    if sae.cfg.reshape_activations != "none":
+        raise SteerbenchError(
+            f"SAE reshapes its input ({sae.cfg.reshape_activations!r}, an attention-output "
+            f"SAE); steerbench steers the residual stream: use a residual-stream SAE"
+        )
+    unknown = sorted(set(sae.state_dict()) - set(FEATURE_AXIS) - set(SHARED_PARAMETERS))
+    if unknown:
+        raise SteerbenchError(
+            f"SAE has parameters steerbench does not know how to subset ({', '.join(unknown)}); "
+            f"use a {' or '.join(SUPPORTED_ARCHITECTURES)} SAE"
+        )
+
+
+def feature_subset(sae, features: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+    """sae-lens parameters and config of the same SAE restricted to ``features``."""
+    tensors = {}
+    for name, tensor in sae.state_dict().items():
+        if name in FEATURE_AXIS:
+            tensor = tensor.index_select(FEATURE_AXIS[name], features.to(tensor.device))
+        tensors[name] = tensor.detach().to("cpu", torch.float32).clone()
+    config = {**sae.cfg.to_dict(), "d_sae": len(features), "dtype": "float32", "device": "cpu"}
+    return tensors, config
+
+
+def subset_sae(artifact: Artifact, device: torch.device):
+    """The artifact's feature subset as a sae-lens SAE (float32, on ``device``)."""
+    from steerbench.sae import sae_class
+
+    config = artifact.metadata.get("sae_config")
+    if config is None:
+        raise SteerbenchError(
+            "this sae artifact was made by an older steerbench (no sae_config); delete it "
+            "and fit it again"
+        )
+    sae = sae_class().from_dict(dict(config))
+    state = {name: artifact.tensors[name] for name in sae.state_dict()}
+    sae.load_state_dict(state)
+    return sae.to(device=device)
 
 
 @contextmanager
-def scale_features(
-    model, layer: int, tensors: dict[str, torch.Tensor], multiplier: float
-) -> Iterator[None]:
+def scale_features(model, layer: int, sae, multiplier: float) -> Iterator[None]:
+    """x -> x + dec(m f(x)) - dec(f(x)) after ``layer``, with sae-lens's encode/decode.
+
+    sae-lens's runtime normalisations (``layer_norm``, ``constant_norm_rescale``) keep
+    per-input state from ``encode`` for one ``decode``, so each decode follows its own
+    encode. Where that processing is undefined (the zero vector of a padding position under
+    a norm rescale) the stream is left as it is."""
     adapter = ModelAdapter.from_model(model)
-    param = next(model.parameters())
-    local = {k: v.to(device=param.device, dtype=param.dtype) for k, v in tensors.items()}
 
     def hook(_module, _args, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        steered = hidden + (multiplier - 1) * selected_feature_contribution(hidden, local)
-        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+        with torch.no_grad():
+            features = sae.encode(hidden)
+            steered = sae.decode(multiplier * features)
+            sae.encode(hidden)
+            change = steered - sae.decode(features)
+            # a zero vector (a padding position) has no norm to rescale by: leave it
+            change = torch.nan_to_num(change, nan=0.0, posinf=0.0, neginf=0.0)
+        steered_hidden = hidden + change.to(hidden.dtype)
+        return (steered_hidden, *output[1:]) if isinstance(output, tuple) else steered_hidden
 
     handle = adapter.layers[layer].register_forward_hook(hook)
     try:
@@ -140,12 +198,7 @@ class SAEFeatures(SteeringMethod):
         from steerbench import sae as sae_lib
 
         sae, trained_dir = self.get_sae(ctx)
-        architecture = sae.cfg.architecture()
-        if architecture not in SUPPORTED_ARCHITECTURES:
-            raise SteerbenchError(
-                f"SAE architecture {architecture!r} is not supported; use "
-                f"{' or '.join(SUPPORTED_ARCHITECTURES)}"
-            )
+        check_supported(sae)
         adapter = ModelAdapter.from_model(ctx.model)
         layer = sae_lib.sae_layer(
             sae,
@@ -161,18 +214,13 @@ class SAEFeatures(SteeringMethod):
         features = rank_features(f_pos, f_neg, self.config.top_n)
         both = torch.cat([f_pos, f_neg])
         prompts = [*positive, *negative]
+        subset, sae_config = feature_subset(sae, features)
         tensors = {
             "features": features,
             "diff": (f_pos.mean(0) - f_neg.mean(0))[features],
             "density": (both[:, features] > 0).float().mean(0),
-            "W_enc": sae.W_enc[:, features].detach().clone(),
-            "b_enc": sae.b_enc[features].detach().clone(),
-            "W_dec": sae.W_dec[features].detach().clone(),
-            "b_dec": sae.b_dec.detach().clone(),
-            "apply_b_dec_to_input": torch.tensor(bool(sae.cfg.apply_b_dec_to_input)),
+            **subset,
         }
-        if architecture == "jumprelu":
-            tensors["threshold"] = sae.threshold[features].detach().clone()
         summary = {
             "layer": layer,
             "sae": str(self.config.sae or trained_dir or self.config.sae_id),
@@ -190,14 +238,17 @@ class SAEFeatures(SteeringMethod):
                 for f, d, p in zip(features, tensors["diff"], tensors["density"])
             ],
         }
-        return self.make_artifact(ctx, positive, negative, tensors, layer=layer, summary=summary)
+        return self.make_artifact(
+            ctx, positive, negative, tensors, layer=layer, sae_config=sae_config, summary=summary
+        )
 
     def steer(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
         self.check_artifact(artifact)
         self.check_strength(strength)
         if strength == 1.0:
             return nullcontext()
-        return scale_features(model, artifact.metadata["layer"], artifact.tensors, strength)
+        sae = subset_sae(artifact, next(model.parameters()).device)
+        return scale_features(model, artifact.metadata["layer"], sae, strength)
 
 
 @METHODS.register("sae-add")

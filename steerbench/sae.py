@@ -62,6 +62,11 @@ def _sae_lens():
     return sae_lens
 
 
+def sae_class():
+    """sae-lens's ``SAE`` base class (``from_dict``, ``load_from_disk``), imported lazily."""
+    return _sae_lens().SAE
+
+
 def training_texts(names: tuple[str, ...] = TEXT_MIX) -> list[str]:
     from steerbench.data import load_prompts
 

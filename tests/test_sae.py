@@ -132,3 +132,75 @@ def test_summary_names_each_features_top_prompts(trained_sae):
     for feature in artifact.metadata["summary"]["features"]:
         assert len(feature["top_prompts"]) == 3
         assert set(feature["top_prompts"]) <= set(POSITIVE + NEGATIVE)
+
+
+def random_sae(directory, architecture: str, normalize: str = "none", d_sae: int = 48):
+    """A sae-lens SAE with random weights, as a published one would load (saved to disk)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
+
+    classes = {
+        "standard": (StandardSAE, StandardSAEConfig),
+        "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig),
+    }
+    sae_cls, cfg_cls = classes[architecture]
+    sae = sae_cls(cfg_cls(d_in=64, d_sae=d_sae, normalize_activations=normalize))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in sae.named_parameters():
+            param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+        if architecture == "jumprelu":
+            sae.threshold.copy_(0.05 + 0.1 * torch.rand(d_sae, generator=generator))
+    sae.cfg.metadata.hook_name = "resid_post.2"
+    sae.save_model(directory)
+    return sae
+
+
+@pytest.mark.parametrize(
+    "architecture, normalize",
+    [("standard", "layer_norm"), ("standard", "constant_norm_rescale"), ("jumprelu", "none")],
+)
+@pytest.mark.parametrize("strength", [0.0, 2.5])
+def test_steering_equals_editing_features_inside_sae_lens(
+    tmp_path, architecture, normalize, strength
+):
+    """x' = x + dec(f with the chosen features x m) - dec(f), with the whole SAE and
+    sae-lens's own encode/decode (normalisation and thresholds included)."""
+    from steerbench.testing import tiny_model
+
+    model, tokenizer = tiny_model("qwen2", seed=1)
+    sae = random_sae(tmp_path, architecture, normalize)
+    steerer = get_method("sae", sae=str(tmp_path), top_n=4)
+    artifact = steerer.fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+    chosen = artifact.tensors["features"]
+    scale = torch.ones(sae.cfg.d_sae)
+    scale[chosen] = strength
+
+    def edit_features(_m, _a, out):
+        hidden = out[0] if isinstance(out, tuple) else out
+        features = sae.encode(hidden)
+        edited = sae.decode(features * scale)
+        sae.encode(hidden)  # normalising SAEs keep per-input state for one decode
+        change = torch.nan_to_num(edited - sae.decode(features), nan=0.0)  # zero padding rows
+        steered = hidden + change
+        return (steered, *out[1:]) if isinstance(out, tuple) else steered
+
+    before = logits(model, tokenizer)
+    handle = ModelAdapter.from_model(model).layers[2].register_forward_hook(edit_features)
+    with torch.no_grad():
+        expected = logits(model, tokenizer)
+    handle.remove()
+    assert not torch.allclose(expected, before, atol=1e-4)  # the features do fire
+    with steerer.steer(model, artifact, strength):
+        torch.testing.assert_close(logits(model, tokenizer), expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(logits(model, tokenizer), before)
+
+
+def test_sae_that_cannot_be_subset_is_refused(tmp_path, tiny_qwen):
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=32, k=4))
+    sae.cfg.metadata.hook_name = "resid_post.2"
+    sae.save_model(tmp_path)
+    model, tokenizer = tiny_qwen
+    with pytest.raises(SteerbenchError, match="architecture 'topk' is not supported"):
+        get_method("sae", sae=str(tmp_path)).fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
