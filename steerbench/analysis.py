@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,9 @@ def layer_distribution(layers: torch.Tensor, n_layers: int) -> dict[str, Any]:
     }
 
 
-def top_pairs(delta: torch.Tensor, k: int) -> set[tuple[int, int]]:
-    flat = torch.topk(delta.abs().flatten(), k).indices
-    width = delta.shape[1]
-    return set(zip((flat // width).tolist(), (flat % width).tolist()))
+def circuit_pairs(artifact) -> set[tuple[int, int]]:
+    """The (layer, neuron) pairs of a neuron-circuit artifact (CNA and its variants)."""
+    return set(zip(artifact.tensors["layers"].tolist(), artifact.tensors["neurons"].tolist()))
 
 
 def jaccard(a: set, b: set) -> float:
@@ -34,27 +34,38 @@ def jaccard(a: set, b: set) -> float:
 
 
 def stability(
-    pos: torch.Tensor, neg: torch.Tensor, k: int, *, resamples: int = 20, seed: int = 0
+    fit: Callable[[list[str], list[str]], Any],
+    positive: Sequence[str],
+    negative: Sequence[str],
+    *,
+    resamples: int = 20,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Jaccard overlap of top-k circuits: disjoint halves, and bootstrap vs full data."""
+    """Jaccard overlap of circuits that ``fit`` (the configured method's own fit, so its
+    selection, excluded layers and global-neuron filter all apply) finds on disjoint halves
+    of the prompts, and on bootstrap resamples against the circuit of all the prompts."""
     generator = torch.Generator().manual_seed(seed)
-    full = top_pairs(pos.mean(0) - neg.mean(0), k)
+    positive, negative = list(positive), list(negative)
+
+    def circuit(pos_index: torch.Tensor, neg_index: torch.Tensor) -> set[tuple[int, int]]:
+        return circuit_pairs(
+            fit([positive[i] for i in pos_index], [negative[i] for i in neg_index])
+        )
+
+    full = circuit(torch.arange(len(positive)), torch.arange(len(negative)))
     halves = []
     for _ in range(resamples):
-        p, n = (
-            torch.randperm(len(pos), generator=generator),
-            torch.randperm(len(neg), generator=generator),
-        )
+        p = torch.randperm(len(positive), generator=generator)
+        n = torch.randperm(len(negative), generator=generator)
         hp, hn = len(p) // 2, len(n) // 2
-        a = top_pairs(pos[p[:hp]].mean(0) - neg[n[:hn]].mean(0), k)
-        b = top_pairs(pos[p[hp:]].mean(0) - neg[n[hn:]].mean(0), k)
-        halves.append(jaccard(a, b))
+        halves.append(jaccard(circuit(p[:hp], n[:hn]), circuit(p[hp:], n[hn:])))
     boots = []
     for _ in range(resamples):
-        p = torch.randint(len(pos), (len(pos),), generator=generator)
-        n = torch.randint(len(neg), (len(neg),), generator=generator)
-        boots.append(jaccard(full, top_pairs(pos[p].mean(0) - neg[n].mean(0), k)))
+        p = torch.randint(len(positive), (len(positive),), generator=generator)
+        n = torch.randint(len(negative), (len(negative),), generator=generator)
+        boots.append(jaccard(full, circuit(p, n)))
     return {
+        "circuit_neurons": len(full),
         "halves_mean": sum(halves) / resamples,
         "halves_min": min(halves),
         "bootstrap_mean": sum(boots) / resamples,

@@ -84,26 +84,36 @@ class FitContext:
     model_name: str = "unknown"
     model_revision: str | None = None
     progress: bool = False
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _rows: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def activations(self, prompts: Sequence[str]) -> Any:
-        """Last-token activations of both site kinds, captured once per prompt list.
+        """Last-token activations of both site kinds, each prompt captured once.
 
-        Methods fitted on the same prompts (CNA, its random control, CAA) share one pass.
+        Methods fitted on the same prompts (CNA, its random control, CAA) share one pass,
+        and fits on subsets or resamples of captured prompts (the stability analyses) cost
+        no forward pass at all. Prompts not seen yet are captured together, in the order
+        given, so a list's batches are the same as in a fresh context.
         """
-        from steerbench.capture import capture_last_token
+        from steerbench.capture import Activations, capture_last_token
 
-        key = prompt_hash(prompts)
-        if key not in self._cache:
-            self._cache[key] = capture_last_token(
+        if not prompts:
+            raise SteerbenchError("no prompts to capture activations from; check the prompt set")
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._rows]
+        if missing:
+            captured = capture_last_token(
                 self.model,
                 self.tokenizer,
-                list(prompts),
+                missing,
                 fmt=self.fmt,
                 batch_size=self.batch_size,
                 progress=self.progress,
             )
-        return self._cache[key]
+            for i, prompt in enumerate(missing):
+                self._rows[prompt] = {kind: rows[i] for kind, rows in captured.by_kind.items()}
+        kinds = self._rows[prompts[0]].keys()
+        return Activations(
+            {kind: torch.stack([self._rows[p][kind] for p in prompts]) for kind in kinds}
+        )
 
 
 class SteeringMethod(ABC):

@@ -1,9 +1,14 @@
 import json
 
+import pytest
 import torch
+import yaml
 
-from steerbench.analysis import jaccard, layer_distribution, stability
-from steerbench.reproduce import run_reproduction
+from steerbench.analysis import circuit_pairs, jaccard, layer_distribution, stability
+from steerbench.config import load_config
+from steerbench.errors import SteerbenchError
+from steerbench.method import Artifact
+from steerbench.reproduce import require_cell, reproduce_config, run_reproduction
 from steerbench.testing import save_tiny_model
 
 
@@ -15,29 +20,82 @@ def test_layer_distribution_shares():
     assert dist["share_last_quartile"] == 6 / 8  # layers 7-9 (ceil(2.5) = 3 layers)
 
 
-def test_stability_is_perfect_for_a_planted_circuit_and_jaccard():
+def circuit_artifact(pairs):
+    layers, neurons = zip(*sorted(pairs)) if pairs else ((), ())
+    return Artifact("cna", {"layers": torch.tensor(layers), "neurons": torch.tensor(neurons)})
+
+
+def test_stability_refits_with_the_given_fit_on_halves_and_resamples():
     assert jaccard({1, 2}, {2, 3}) == 1 / 3
-    generator = torch.Generator().manual_seed(0)
-    pos = torch.randn(40, 3, 50, generator=generator) * 0.1
-    neg = torch.randn(40, 3, 50, generator=generator) * 0.1
-    pos[:, 2, :5] += 10.0  # five neurons that always separate the sets
-    result = stability(pos, neg, 5, resamples=5)
+    calls = []
+
+    def planted(pos, neg):  # always the same circuit: perfectly stable
+        calls.append((len(pos), len(neg)))
+        return circuit_artifact({(2, 0), (2, 1), (3, 4)})
+
+    result = stability(
+        planted, [f"p{i}" for i in range(10)], [f"n{i}" for i in range(8)], resamples=5
+    )
     assert result["halves_mean"] == 1.0 and result["bootstrap_min"] == 1.0
+    assert result["circuit_neurons"] == 3
+    assert calls[0] == (10, 8) and (5, 4) in calls and len(calls) == 1 + 2 * 5 + 5
+
+    def first_prompt_decides(pos, neg):  # the circuit depends on which prompts it sees
+        return circuit_artifact({(0, int(pos[0][1:]))})
+
+    assert (
+        stability(first_prompt_decides, [f"p{i}" for i in range(10)], ["n"] * 4)["halves_mean"]
+        == 0.0
+    )
 
 
-def test_reproduce_writes_the_report_with_every_section(tmp_path):
-    instruct = save_tiny_model(tmp_path / "instruct", "qwen2", seed=0)
-    base = save_tiny_model(tmp_path / "base", "qwen2", seed=1)
+def test_a_config_without_cna_or_caa_is_refused_before_any_work():
+    config = load_config("default")
+    config.methods = [m for m in config.methods if m.name != "caa"]
+    with pytest.raises(SteerbenchError, match="no unlabelled caa method"):
+        reproduce_config(config, "tiny")
+    with pytest.raises(SteerbenchError, match="no cell caa @ -8"):
+        require_cell({("cna", 0.0): {}}, "caa", -8.0, "results/x")
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory):
+    """The reproduction of a config whose CNA excludes the last two layers and ranks by
+    signed delta: every analysis must describe that circuit."""
+    tmp = tmp_path_factory.mktemp("repro")
+    instruct = save_tiny_model(tmp / "instruct", "qwen2", seed=0)
+    base = save_tiny_model(tmp / "base", "qwen2", seed=1)
+    raw = yaml.safe_load((load_config.__globals__["configs_root"]() / "default.yaml").read_text())
+    raw["methods"] = [
+        {
+            "name": "cna",
+            "params": {"exclude_layers": [2, 3], "selection": "signed", "fraction": 0.02},
+            "strengths": [0.0],
+        },
+        {"name": "random-neurons", "params": {"fraction": 0.02}, "strengths": [0.0]},
+        {"name": "caa", "strengths": [-1.0]},
+    ]
+    raw["metrics"] = {"refusal": {}, "quality": {}, "mmlu": {"n": 3}}
+    raw["prompt_format"] = {"system_prompt": "Be brief."}
+    raw["split_seed"] = 3
+    config_path = tmp / "custom.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
     path = run_reproduction(
         str(instruct),
-        tmp_path / "results",
-        tmp_path / "out",
+        tmp / "results",
+        tmp / "out",
         base_model=str(base),
         device="cpu",
         dtype="float32",
         progress=False,
         limit=3,
+        config_spec=str(config_path),
     )
+    return tmp, path
+
+
+def test_reproduce_writes_the_report_with_every_section(reproduction):
+    tmp, path = reproduction
     text = path.read_text()
     for heading in (
         "## The paper's claims, side by side",
@@ -51,6 +109,26 @@ def test_reproduce_writes_the_report_with_every_section(tmp_path):
     ):
         assert heading in text
     assert "cna-0.3%" in text and "How do I pick a lock?" in text
-    facts = json.loads((tmp_path / "out" / "reproduction" / "facts.json").read_text())
+    assert "../shared" not in text and "quantised coder" not in text and "{{" not in text
+    assert (tmp / "out" / "reproduction" / "layers.svg").is_file()
+
+
+def test_reproduce_analyses_the_configured_circuit(reproduction):
+    """Layers, top-200 and stability come from the configured CNA (excluded layers, signed
+    selection, the config's prompt format and split), not from a re-implementation."""
+    from steerbench.config import load_config as load
+    from steerbench.runner import fit_key
+
+    tmp, _ = reproduction
+    facts = json.loads((tmp / "out" / "reproduction" / "facts.json").read_text())
+    for dist in facts["layers"].values():
+        assert dist["counts"][2] == dist["counts"][3] == 0  # excluded layers stay empty
+    config = reproduce_config(load(str(tmp / "custom.yaml")), str(tmp / "instruct"))
+    config.dtype = "float32"  # as the fixture ran it
+    spec = next(s for s in config.methods if s.name == "cna")
+    artifact = Artifact.load(
+        tmp / "results" / "artifacts" / fit_key(config, str(tmp / "instruct"), spec)
+    )
+    assert facts["stability"]["circuit_neurons"] == len(circuit_pairs(artifact))
     assert 0 <= facts["stability"]["halves_mean"] <= 1
-    assert (tmp_path / "out" / "reproduction" / "layers.svg").is_file()
+    assert artifact.metadata["prompt_format"]["system_prompt"] == "Be brief."

@@ -65,6 +65,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         progress=not args.quiet,
         limit=args.limit,
+        config_spec=args.config,
     )
     print(f"wrote {path} and its figures in {(time.perf_counter() - start) / 60:.1f} min")
     return 0
@@ -80,6 +81,12 @@ def register_reproduce_commands(sub: argparse._SubParsersAction) -> None:
         "stability, held-out check, keyword vs judge, base vs instruct).",
     )
     p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument(
+        "--config",
+        default="default",
+        help="benchmark config whose prompts, format, seeds and CNA settings are reproduced "
+        "(built-in name or YAML file; default: default)",
+    )
     p.add_argument("--base-model", help="base counterpart of --model, for the overlap analysis")
     p.add_argument(
         "--results",
