@@ -5,10 +5,10 @@ import torch
 import yaml
 
 from steerbench.analysis import circuit_pairs, jaccard, layer_distribution, stability
-from steerbench.config import load_config
+from steerbench.config import configs_root, load_config
 from steerbench.errors import SteerbenchError
 from steerbench.method import Artifact
-from steerbench.reproduce import require_cell, reproduce_config, run_reproduction
+from steerbench.reproduce import reproduce_config, require_cell, run_reproduction
 from steerbench.testing import save_tiny_model
 
 
@@ -65,7 +65,7 @@ def reproduction(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("repro")
     instruct = save_tiny_model(tmp / "instruct", "qwen2", seed=0)
     base = save_tiny_model(tmp / "base", "qwen2", seed=1)
-    raw = yaml.safe_load((load_config.__globals__["configs_root"]() / "default.yaml").read_text())
+    raw = yaml.safe_load((configs_root() / "default.yaml").read_text())
     raw["methods"] = [
         {
             "name": "cna",

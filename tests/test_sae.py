@@ -146,7 +146,7 @@ def random_sae(directory, architecture: str, normalize: str = "none", d_sae: int
     sae = sae_cls(cfg_cls(d_in=64, d_sae=d_sae, normalize_activations=normalize))
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for name, param in sae.named_parameters():
+        for param in sae.parameters():
             param.copy_(0.3 * torch.randn(param.shape, generator=generator))
         if architecture == "jumprelu":
             sae.threshold.copy_(0.05 + 0.1 * torch.rand(d_sae, generator=generator))
