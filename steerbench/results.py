@@ -17,6 +17,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +95,51 @@ def table_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
 
 def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     atomic_write_bytes(path, table_bytes(rows, schema))
+
+
+LOCK_FILE = ".steerbench.lock"
+LOCK_HOLDER = ".steerbench.lock.json"
+
+
+@contextmanager
+def results_lock(results: Path) -> Iterator[None]:
+    """Hold the results directory for one run at a time.
+
+    An OS file lock (released by the kernel when its process dies, also on SIGKILL), so a
+    killed run never leaves a stale lock; a second run stops at once with one line that
+    names the holder instead of computing every cell a second time."""
+    from filelock import FileLock, Timeout
+
+    results.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(results / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SteerbenchError(
+            f"results directory {results} is in use by {_lock_holder(results)}; wait for that "
+            f"run to finish or choose another --results DIR"
+        ) from None
+    try:
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(
+                os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)
+            ),
+        }
+        atomic_write_text(results / LOCK_HOLDER, json.dumps(holder) + "\n")
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_holder(results: Path) -> str:
+    try:
+        info = json.loads((results / LOCK_HOLDER).read_text())
+        return f"`{info['command']}` (pid {info['pid']} on {info['host']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another steerbench process"
 
 
 def cell_dir(results: Path, key: str) -> Path:

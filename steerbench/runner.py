@@ -27,7 +27,13 @@ from steerbench.config import BenchmarkConfig, MethodSpec
 from steerbench.data import PromptRecord, load_prompts, take_stratified
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_text
-from steerbench.results import consolidate, finished_cells, is_finished, save_cell
+from steerbench.results import (
+    consolidate,
+    finished_cells,
+    is_finished,
+    results_lock,
+    save_cell,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +242,13 @@ class Runner:
     # -- the grid ---------------------------------------------------------------------
 
     def run(self) -> dict[str, int]:
+        check_writable(self.results)
+        with results_lock(self.results):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, int]:
         from steerbench.tracking import Tracker
 
-        check_writable(self.results)
         sets = evaluation_sets(self.config)
         self.write_run_files(sets)
         cells = plan(self.config)

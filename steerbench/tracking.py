@@ -14,8 +14,11 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from steerbench.errors import SteerbenchError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,52 @@ def tracking_uri(results: Path, override: str | None) -> str:
     )
 
 
+def _store_opens(path: Path) -> bool:
+    """Open (creating and migrating if needed) an MLflow SQLite store; False if it is
+    broken, e.g. half-migrated by a process killed during its first initialisation.
+
+    MLflow keeps one SQLAlchemy engine per URI for the whole process; the probe's engine
+    is closed and forgotten, so that a store rebuilt at the same path is opened afresh."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{path}"
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # sqlalchemy/alembic raise many types; all mean "unusable"
+        log.debug("MLflow store %s does not open: %s", path, err)
+        return False
+    finally:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+    return True
+
+
+def prepare_sqlite_store(path: Path) -> None:
+    """Make ``path`` a complete MLflow store, atomically.
+
+    A new store is created and migrated under a temporary name and renamed into place, so
+    a kill during MLflow's schema migration leaves only a temporary file (removed by the
+    next run) rather than a half-migrated database that breaks every later run. A store
+    that does not open is moved aside (``mlflow.db.broken-<time>``) and rebuilt; every
+    finished cell is logged to it again from the Parquet results. Callers hold the results
+    directory's lock."""
+    for stale in path.parent.glob(f".{path.name}.init-*"):
+        stale.unlink(missing_ok=True)
+    if path.exists():
+        if _store_opens(path):
+            return
+        broken = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, broken)
+        log.warning("MLflow store %s was broken; moved it to %s and rebuilt it", path, broken)
+    tmp = path.with_name(f".{path.name}.init-{os.getpid()}")
+    if not _store_opens(tmp):
+        raise SteerbenchError(f"could not create an MLflow store at {path}; check the disk")
+    os.replace(tmp, path)
+
+
 class Tracker:
     """Thin wrapper over the MLflow client; everything it logs is also in the Parquet files."""
 
@@ -38,6 +87,8 @@ class Tracker:
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = tracking_uri(results, uri)
+        if self.uri == tracking_uri(results, None) and self.uri.startswith("sqlite:///"):
+            prepare_sqlite_store(Path(self.uri.removeprefix("sqlite:///")))
         # A client bound to this URI, not mlflow.set_tracking_uri: that would set
         # MLFLOW_TRACKING_URI for the whole process (and its children).
         self.client = MlflowClient(self.uri)
@@ -51,7 +102,7 @@ class Tracker:
         marker = results / "mlflow_parent_run.json"
         if marker.is_file():
             saved = json.loads(marker.read_text())
-            if saved.get("uri") == self.uri:
+            if saved.get("uri") == self.uri and self._run_exists(saved.get("run_id")):
                 return saved["run_id"]
         run = self.client.create_run(
             self.experiment_id,
@@ -66,6 +117,14 @@ class Tracker:
 
         atomic_write_text(marker, json.dumps({"uri": self.uri, "run_id": run.info.run_id}))
         return run.info.run_id
+
+    def _run_exists(self, run_id: str | None) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return run_id is not None and self.client.get_run(run_id) is not None
+        except MlflowException:
+            return False  # the store was rebuilt: start a new parent run
 
     def logged_cells(self) -> set[str]:
         runs = self.client.search_runs(
