@@ -104,6 +104,7 @@ class MMLU(Metric):
     needs_model = True
     measures_steered_model = True
     higher_is_better = True
+    value_range = (0.0, 1.0)
 
     @dataclass
     class Config(Metric.Config):

@@ -37,6 +37,7 @@ class Quality(Metric):
 
     description = "1 - fraction of repeated word 4-grams (degeneration)"
     higher_is_better = True
+    value_range = (0.0, 1.0)
 
     @dataclass
     class Config(Metric.Config):

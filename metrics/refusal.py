@@ -117,6 +117,7 @@ class KeywordRefusal(Metric):
 
     description = "keyword refusal rate (degenerate responses counted separately)"
     higher_is_better = None  # depends on the prompt set: good on harmful, bad on benign
+    value_range = (0.0, 1.0)
 
     @dataclass
     class Config(Metric.Config):

@@ -205,6 +205,7 @@ class StrongReject(Metric):
     description = "StrongREJECT rubric score from an LLM judge (local model or HTTP)"
     needs_model = True
     higher_is_better = None
+    value_range = (0.0, 1.0)
 
     @dataclass
     class Config(Metric.Config):

@@ -9,15 +9,17 @@ results file (schema and provenance) before adding it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from steerbench.errors import SteerbenchError
+from steerbench.io import atomic_write_bytes
+from steerbench.markdown import md_cell
 from steerbench.results import validate_results_file
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,31 @@ def _results_paths(sources: list[Path]) -> list[Path]:
     return paths
 
 
-def load_results(sources: list[Path]) -> pd.DataFrame:
-    frames = [validate_results_file(p).to_pandas() for p in _results_paths(sources)]
+def load_results(sources: list[Path], submitted: list[Path] = ()) -> pd.DataFrame:
+    """Every row of the official ``sources`` and then of the ``submitted`` files, each file
+    validated like the runner's own results. The first file to claim a cell keeps it: a
+    submission never replaces an official row (nor an earlier submission's)."""
+    frames = []
+    for path in _results_paths(sources) + list(submitted):
+        frames.append(validate_results_file(path).to_pandas())
     if not frames:
         raise SteerbenchError("no results to build a leaderboard from")
     frame = pd.concat(frames, ignore_index=True)
-    return frame.drop_duplicates(subset=["cell_key", "eval_set", "metric"], keep="last")
+    deduplicated = frame.drop_duplicates(subset=["cell_key", "eval_set", "metric"], keep="first")
+    if len(deduplicated) < len(frame):
+        log.warning(
+            "%d result rows repeat a cell that an earlier file already has; the earlier "
+            "(official first) ones are kept",
+            len(frame) - len(deduplicated),
+        )
+    return deduplicated
 
 
-def primary_sets(frame: pd.DataFrame) -> tuple[str, str | None]:
+def primary_sets(frame: pd.DataFrame) -> tuple[str | None, str | None]:
     """(harmful set, over-refusal set): by name where the config says, else first/second."""
     sets = [s for s in dict.fromkeys(frame["eval_set"]) if s != "*"]
+    if not sets:
+        return None, None
     harmful = next((s for s in sets if "harm" in s), sets[0])
     benign = next((s for s in sets if s != harmful and ("benign" in s or "safe" in s)), None)
     return harmful, benign
@@ -121,7 +137,7 @@ def _markdown_rows(rows: pd.DataFrame) -> list[str]:
     for _, r in rows.iterrows():
         strength = "–" if r["is_baseline"] else f"{r['strength']:g}"
         lines.append(
-            f"| {r['method']} | {strength} | {_fmt(r['refusal'])} "
+            f"| {md_cell(r['method'])} | {strength} | {_fmt(r['refusal'])} "
             f"[{_fmt(r['refusal_ci_low'])}, {_fmt(r['refusal_ci_high'])}] | "
             f"{_fmt(r['over_refusal'])} | {_fmt(r['quality'], 3)} | {_fmt(r['mmlu'])} | "
             f"{_fmt(r['mmlu_delta'], 2, True)} | {_fmt(r['strongreject'])} |"
@@ -152,12 +168,14 @@ def plot(table: pd.DataFrame, out: Path) -> list[str]:
         ):
             for method, group in rows.groupby("method", sort=False):
                 group = group.sort_values("strength", na_position="first")
-                ax.plot(group[column], group["refusal"], marker="o", label=method)
-                for _, r in group.iterrows():
-                    if not r["is_baseline"] and r[column] is not None:
+                x = pd.to_numeric(group[column], errors="coerce")  # missing -> NaN, not None
+                y = pd.to_numeric(group["refusal"], errors="coerce")
+                ax.plot(x, y, marker="o", label=method)
+                for (_, r), xv, yv in zip(group.iterrows(), x, y):
+                    if not r["is_baseline"] and not (math.isnan(xv) or math.isnan(yv)):
                         ax.annotate(
                             f"{r['strength']:g}",
-                            (r[column], r["refusal"]),
+                            (xv, yv),
                             fontsize=7,
                             xytext=(3, 3),
                             textcoords="offset points",
@@ -205,7 +223,7 @@ def build(sources: list[Path], out: Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     submitted = sorted((out / "results").glob("*.parquet")) if (out / "results").is_dir() else []
-    frame = load_results(sources + submitted)
+    frame = load_results(sources, submitted)
     table = cell_table(frame)
     out.mkdir(parents=True, exist_ok=True)
     plots = plot(table, out)
@@ -219,7 +237,7 @@ def build(sources: list[Path], out: Path) -> Path:
         "",
     ]
     for model, rows in table.groupby("model", sort=False):
-        lines += [f"## {model}", "", "### Each method at its best strength", ""]
+        lines += [f"## {md_cell(model)}", "", "### Each method at its best strength", ""]
         lines += _markdown_rows(best_rows(rows))
         lines += ["", "### Full sweep", ""]
         lines += _markdown_rows(rows.sort_values(["method", "strength"]))
@@ -241,11 +259,15 @@ def build(sources: list[Path], out: Path) -> Path:
 
 
 def submit(path: Path, leaderboard: Path) -> Path:
-    """Validate a results.parquet and copy it into ``leaderboard/results/``."""
-    table = validate_results_file(path)
-    models = sorted(set(table.column("model").to_pylist()))
-    key = table.column("cell_key")[0].as_py()
-    target = leaderboard / "results" / f"{models[0].replace('/', '_')}-{key}.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, target)
+    """Validate a results.parquet and add it to ``leaderboard/results/``.
+
+    The stored name is the hash of the file's bytes, derived here and never from anything
+    inside the file, so a submission cannot choose where it lands, overwrite another
+    submission, or be added twice; ``build`` gives official rows precedence over it."""
+    validate_results_file(path)
+    data = path.read_bytes()
+    target = leaderboard / "results" / f"{hashlib.sha256(data).hexdigest()[:20]}.parquet"
+    if target.exists():
+        raise SteerbenchError(f"{path} was already submitted (as {target}); nothing to do")
+    atomic_write_bytes(target, data)
     return target

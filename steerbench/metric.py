@@ -102,6 +102,8 @@ class Metric(ABC):
     needs_model: ClassVar[bool] = False
     measures_steered_model: ClassVar[bool] = False
     higher_is_better: ClassVar[bool | None] = None
+    value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    """Where every per-item value and aggregate lies; results outside it are rejected."""
 
     @dataclass
     class Config:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import re
 import socket
 import sys
 import time
@@ -213,4 +215,50 @@ def validate_results_file(path: Path) -> pa.Table:
             f"{path} has no unsteered baseline rows; results must include "
             f"the baseline they are compared against"
         )
+    for index, row in enumerate(table.to_pylist()):
+        problem = row_problem(row)
+        if problem:
+            raise SteerbenchError(
+                f"{path}: row {index} ({row['method']!r}, {row['metric']!r}) {problem}; "
+                f"only results written by `steerbench run` are accepted"
+            )
     return table
+
+
+CELL_KEY = re.compile(r"[0-9a-f]{16}")
+MAX_TEXT = 300
+LARGEST = 1e9
+"""No metric, count or timing steerbench writes comes near this; a bigger value is forged."""
+
+
+def row_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with one results row, judged by the metric's declared range and the
+    invariants every row ``steerbench run`` writes satisfies; None if nothing is."""
+    from steerbench.metric import METRICS
+
+    if not CELL_KEY.fullmatch(row["cell_key"] or ""):
+        return "has a cell_key that steerbench did not derive (16 hex digits)"
+    for column in ("model", "method", "method_name", "eval_set", "metric", "config_name"):
+        text = row[column]
+        if not text or len(text) > MAX_TEXT or any(ord(c) < 32 for c in text):
+            return f"has an empty, overlong or control-character {column}"
+    if row["metric"] not in METRICS.names():
+        return f"has metric {row['metric']!r}, which is not installed here (install its plugin)"
+    low, high = METRICS.get(row["metric"]).value_range
+    numbers = {k: row[k] for k in ("value", "ci_low", "ci_high") if row[k] is not None}
+    for column, value in numbers.items():
+        if not math.isfinite(value) or not low <= value <= high or abs(value) > LARGEST:
+            return f"has {column} = {value}, outside {row['metric']}'s range [{low}, {high}]"
+    if len(numbers) == 3 and not numbers["ci_low"] <= numbers["value"] <= numbers["ci_high"]:
+        return "has a value outside its own confidence interval"
+    if not 0 <= row["n_missing"] <= row["n"] <= LARGEST:
+        return f"has impossible counts (n = {row['n']}, n_missing = {row['n_missing']})"
+    if row["is_baseline"] != (row["strength"] is None):
+        return "has a strength on the baseline or none on a steered cell"
+    if row["strength"] is not None and not (
+        math.isfinite(row["strength"]) and abs(row["strength"]) <= LARGEST
+    ):
+        return f"has strength {row['strength']}"
+    if row["seconds"] is not None and not 0 <= row["seconds"] <= LARGEST:
+        return f"has seconds = {row['seconds']}"
+    return None

@@ -97,3 +97,118 @@ def test_results_files_are_readable_by_the_group_and_others(finished_run):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+# -- leaderboard submissions ------------------------------------------------------------
+
+
+def crafted(finished_run, tmp_path, name="crafted.parquet", **changes):
+    """The tiny run's results.parquet with some columns rewritten, as an attacker would."""
+    import pyarrow.parquet as pq
+
+    from steerbench.results import RESULTS_SCHEMA
+
+    _, results, _ = finished_run
+    frame = pq.read_table(results / "results.parquet").to_pandas()
+    for column, value in changes.items():
+        frame[column] = value(frame) if callable(value) else value
+    path = tmp_path / name
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pandas(frame, schema=RESULTS_SCHEMA, preserve_index=False), path)
+    return path
+
+
+def test_submit_cannot_choose_where_its_file_lands(finished_run, tmp_path):
+    from steerbench.leaderboard import submit
+
+    board = tmp_path / "board"
+    escape = crafted(finished_run, tmp_path, cell_key="../../../../tmp/owned")
+    with pytest.raises(Exception, match="cell_key that steerbench did not derive"):
+        submit(escape, board)
+    target = submit(crafted(finished_run, tmp_path), board)
+    assert target.parent == board / "results" and ".." not in target.name
+    assert not list(tmp_path.glob("owned*"))
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("value", 42.0, "outside"),
+        ("value", float("inf"), "outside"),
+        ("value", 1e300, "outside"),
+        ("n", -7, "impossible counts"),
+        ("ci_low", -0.5, "outside"),
+        ("seconds", 1e300, "seconds"),
+        ("metric", "made-up", "not installed"),
+        ("method", "a\nforged | row", "control-character"),
+    ],
+)
+def test_submit_rejects_values_no_run_can_produce(finished_run, tmp_path, column, value, message):
+    from steerbench.errors import SteerbenchError
+    from steerbench.leaderboard import submit
+
+    path = crafted(finished_run, tmp_path, **{column: value})
+    with pytest.raises(SteerbenchError, match=message):
+        submit(path, tmp_path / "board")
+
+
+def test_a_submission_never_replaces_official_rows_or_another_submission(finished_run, tmp_path):
+    import pyarrow.parquet as pq
+
+    from steerbench.leaderboard import build, cell_table, load_results, submit
+
+    _, results, _ = finished_run
+    board = tmp_path / "board"
+    forged = crafted(finished_run, tmp_path, "forged.parquet", value=0.0, ci_low=0.0, ci_high=0.0)
+    other = crafted(finished_run, tmp_path, "other.parquet", value=1.0, ci_low=1.0, ci_high=1.0)
+    first, second = submit(forged, board), submit(other, board)
+    assert first != second and first.exists() and second.exists()  # same model: both kept
+    frame = load_results([results], sorted((board / "results").glob("*.parquet")))
+    official = pq.read_table(results / "results.parquet").to_pandas()
+    merged = frame.merge(official, on=["cell_key", "eval_set", "metric"], suffixes=("", "_o"))
+    assert len(merged) == len(official) == len(frame)
+    assert (merged["value"].fillna(-1) == merged["value_o"].fillna(-1)).all()
+    build([results], board)
+    assert len(cell_table(frame)) == 5
+
+
+def test_a_submission_with_unexpected_sets_cannot_break_later_builds(finished_run, tmp_path):
+    from steerbench.leaderboard import build, submit
+
+    _, results, _ = finished_run
+    board = tmp_path / "board"
+    odd = crafted(
+        finished_run,
+        tmp_path,
+        eval_set="*",
+        model="someone-else/model",
+        cell_key=lambda f: f["cell_key"].str.replace("0", "f").str.replace("1", "e"),
+    )
+    submit(odd, board)
+    build([], board)  # the odd submission alone
+    build([results], board)  # and beside official results
+    assert "someone-else/model" in (board / "README.md").read_text()
+
+
+def test_markdown_cells_cannot_forge_rows_or_render_markup(finished_run, tmp_path):
+    from steerbench.leaderboard import build, submit
+
+    board = tmp_path / "board"
+    evil = "x<script>alert(1)</script><img src=x onerror=alert(2)> | forged | row ![a](http://e)"
+    submit(
+        crafted(
+            finished_run,
+            tmp_path,
+            model=evil,
+            method=evil,
+            cell_key=lambda f: f["cell_key"].str.replace("a", "0"),
+        ),
+        board,
+    )
+    build([], board)
+    readme = (board / "README.md").read_text()
+    assert "<script>" not in readme and "<img" not in readme and "![a]" not in readme
+    for line in readme.splitlines():
+        if line.startswith("| "):  # every table row has exactly the header's columns
+            assert line.replace("\\|", "").count("|") == 9
