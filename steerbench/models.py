@@ -132,7 +132,7 @@ def is_installed(builtin: BuiltinModel) -> bool:
 
 
 def is_cached(builtin: BuiltinModel) -> bool:
-    return (converted_dir(builtin) / "steerbench.json").is_file()
+    return (converted_dir(builtin) / MANIFEST).is_file()
 
 
 def _iter_chunks(paths: list[Path], chunk: int = 1 << 24) -> Iterator[bytes]:
@@ -164,11 +164,104 @@ def assemble_gguf(builtin: BuiltinModel, target: Path) -> Path:
     return target
 
 
+MANIFEST = "steerbench.json"
+VERIFIED = ".steerbench-verified.json"
+"""Each file's (size, mtime) when its hash last matched: unchanged files are not rehashed."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.iterdir() if p.is_file() and p.name not in (MANIFEST, VERIFIED)
+    )
+
+
+def write_manifest(directory: Path, name: str, gguf_sha256: str) -> None:
+    """Record the size and sha256 of every file of a converted model, at conversion."""
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _weight_files(directory)
+    }
+    manifest = {"name": name, "gguf_sha256": gguf_sha256, "files": files}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def verify_converted(directory: Path) -> None:
+    """Check a converted model against its manifest before anything loads it.
+
+    Sizes are checked on every load (a truncated file is caught at once); a file is
+    rehashed only when its size or modification time changed since its hash last matched,
+    so the usual load costs a few ``stat`` calls and a damaged copy never loads."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    files = manifest.get("files")
+    if files is None:  # converted by a steerbench without manifests: record it now
+        write_manifest(
+            directory, manifest.get("name", directory.name), manifest.get("gguf_sha256", "")
+        )
+        files = json.loads((directory / MANIFEST).read_text())["files"]
+    try:
+        verified = json.loads((directory / VERIFIED).read_text())
+    except (OSError, ValueError):
+        verified = {}
+    snapshot = {}
+    for name, expected in files.items():
+        path = directory / name
+        try:
+            stat = path.stat()
+        except OSError:
+            raise _damaged(directory, f"{name} is missing") from None
+        if stat.st_size != expected["size"]:
+            raise _damaged(directory, f"{name} has {stat.st_size} bytes, not {expected['size']}")
+        snapshot[name] = [stat.st_size, stat.st_mtime_ns]
+        if verified.get(name) != snapshot[name] and _sha256(path) != expected["sha256"]:
+            raise _damaged(directory, f"{name} does not match its recorded sha256")
+    if snapshot != verified:
+        try:
+            (directory / VERIFIED).write_text(json.dumps(snapshot))
+        except OSError:  # a read-only cache still verifies, only more slowly
+            pass
+
+
+def _damaged(directory: Path, problem: str) -> SteerbenchError:
+    return SteerbenchError(
+        f"the cached converted model in {directory} is damaged ({problem}); delete that "
+        f"folder (rm -r {directory}) and steerbench converts the model again on next use"
+    )
+
+
+def remove_stale_conversions(final: Path) -> None:
+    """Delete the work folders of conversions whose process died (a kill mid-conversion
+    would otherwise leave about 1 GB behind for good)."""
+    for work in final.parent.glob(f"{final.name}.tmp-*"):
+        pid = work.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            log.info("Removing %s, left by an interrupted conversion", work)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _convert_builtin(builtin: BuiltinModel) -> Path:
     """Assemble, verify, dequantise and save a bf16 safetensors copy (once per machine)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = converted_dir(builtin)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_conversions(final)
     work = final.parent / f"{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -188,9 +281,7 @@ def _convert_builtin(builtin: BuiltinModel) -> Path:
         out = work / "hf"
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        (out / "steerbench.json").write_text(
-            json.dumps({"name": builtin.name, "gguf_sha256": builtin.gguf_sha256}, indent=1)
-        )
+        write_manifest(out, builtin.name, builtin.gguf_sha256)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(out, final)
     finally:
@@ -201,6 +292,7 @@ def _convert_builtin(builtin: BuiltinModel) -> Path:
 def ensure_builtin(builtin: BuiltinModel) -> Path:
     """Directory of the converted copy of a built-in model, converting it on first use."""
     if is_cached(builtin):
+        verify_converted(converted_dir(builtin))
         return converted_dir(builtin)
     return _convert_builtin(builtin)
 

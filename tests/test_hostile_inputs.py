@@ -250,3 +250,66 @@ def test_signed_fractional_or_non_ascii_scores_are_malformed(value):
     from steerbench.metrics.strongreject import parse_judgement
 
     assert parse_judgement(f"1.b 0\n2.b {value}\n3.b 4") is None
+
+
+# -- cached converted weights -----------------------------------------------------------
+
+
+@pytest.fixture
+def cached_builtin(tmp_path, monkeypatch):
+    """A 'built-in' model whose converted copy sits in the cache, as after a conversion."""
+    from steerbench import models
+
+    monkeypatch.setenv("STEERBENCH_CACHE", str(tmp_path / "cache"))
+    builtin = models.BuiltinModel("fake", "", "nopart", 1, 1, "ab" * 32, "MIT", "fake", "")
+    monkeypatch.setitem(models.BUILTIN_MODELS, "fake", builtin)
+    directory = models.converted_dir(builtin)
+    save_tiny_model(directory, "qwen2")
+    models.write_manifest(directory, "fake", builtin.gguf_sha256)
+    return builtin, directory
+
+
+def test_verified_cached_weights_load(cached_builtin):
+    from steerbench.models import load_model
+
+    assert load_model("fake", device="cpu", dtype="float32").model is not None
+    assert load_model("fake", device="cpu", dtype="float32").model is not None  # from the stat
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_cached_weights_give_one_line_delete_and_reconvert(cached_builtin, damage):
+    from steerbench.errors import SteerbenchError
+    from steerbench.models import load_model
+
+    _, directory = cached_builtin
+    load_model("fake", device="cpu", dtype="float32")  # verified once
+    weights = directory / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    weights.write_bytes(bytes(data))
+    with pytest.raises(SteerbenchError, match="damaged .*model.safetensors.* delete that folder"):
+        load_model("fake", device="cpu", dtype="float32")
+
+
+def test_a_conversion_killed_midway_leaves_nothing_behind_for_long(cached_builtin, monkeypatch):
+    from steerbench import models
+
+    builtin, directory = cached_builtin
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = directory.parent / f"{directory.name}.tmp-{dead.pid}"
+    (leftover / "hf").mkdir(parents=True)
+    (leftover / "model.gguf").write_bytes(b"x" * 1000)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = directory.parent / f"{directory.name}.tmp-{alive.pid}"  # another live conversion
+    running.mkdir()
+    monkeypatch.setattr(models, "is_cached", lambda b: False)  # force a new conversion
+    try:
+        with pytest.raises(Exception, match="not installed"):
+            models.ensure_builtin(builtin)
+    finally:
+        alive.kill()
+    assert not leftover.exists() and running.exists()
