@@ -21,7 +21,7 @@ import torch
 
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import add_to_residual
-from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
+from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 
 DEFAULT_LAYER_FRACTION = 0.6
 
@@ -37,6 +37,7 @@ class CAA(SteeringMethod):
     description = "Contrastive Activation Addition: add a mean-difference residual vector"
     neutral_strength = 0.0
     default_strengths = (-4.0, -2.0, -1.0, 1.0)
+    artifact_tensors = {"vectors": TensorSpec("float", ("n_layers", "d_model"))}
 
     @dataclass
     class Config:
@@ -55,6 +56,9 @@ class CAA(SteeringMethod):
             )
         return [int(x) for x in chosen]
 
+    def check_model(self, adapter) -> None:
+        self.steering_layers(adapter.n_layers)
+
     def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
         pos = ctx.activations(positive).resid_post
         neg = ctx.activations(negative).resid_post
@@ -70,11 +74,9 @@ class CAA(SteeringMethod):
             ctx, positive, negative, {"vectors": vectors}, layers=layers, summary=summary
         )
 
-    def steer(
+    def apply(
         self, model: torch.nn.Module, artifact: Artifact, strength: float
     ) -> AbstractContextManager[None]:
-        self.check_artifact(artifact)
-        self.check_strength(strength)
         vectors = artifact.tensors["vectors"]
-        layers = self.steering_layers(vectors.shape[0]) if strength != 0 else []
+        layers = self.steering_layers(vectors.shape[0])
         return add_to_residual(model, {layer: strength * vectors[layer] for layer in layers})

@@ -29,7 +29,7 @@ import torch
 from steerbench.data import load_prompts
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import scale_mlp_neurons
-from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
+from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 
 
 def contrastive_delta(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -100,6 +100,11 @@ class CNA(SteeringMethod):
     neutral_strength = 1.0
     default_strengths = (0.0, 0.5, 2.0)
     strength_domain = (0.0, 100.0)
+    artifact_tensors = {
+        "layers": TensorSpec("index", ("k",), "n_layers"),
+        "neurons": TensorSpec("index", ("k",), "d_mlp"),
+        "mean_negative": TensorSpec("float", ("n_layers", "d_mlp")),
+    }
 
     @dataclass
     class Config:
@@ -129,6 +134,13 @@ class CNA(SteeringMethod):
                     f"intervention must be one of {', '.join(INTERVENTIONS)}, "
                     f"got {self.intervention!r}"
                 )
+
+    def check_model(self, adapter) -> None:
+        bad = [layer for layer in self.config.exclude_layers if not 0 <= layer < adapter.n_layers]
+        if bad:
+            raise SteerbenchError(
+                f"exclude_layers {bad} are outside the model's layers 0..{adapter.n_layers - 1}"
+            )
 
     def circuit_scores(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         """Per-neuron ranking score (higher = more in the circuit)."""
@@ -186,11 +198,9 @@ class CNA(SteeringMethod):
             lines.append(f"  layer {int(layer):3d} {count:5d} {'#' * max(1, 40 * count // peak)}")
         return lines
 
-    def steer(
+    def apply(
         self, model: torch.nn.Module, artifact: Artifact, strength: float
     ) -> AbstractContextManager[None]:
-        self.check_artifact(artifact)
-        self.check_strength(strength)
         layers, neurons = artifact.tensors["layers"], artifact.tensors["neurons"]
         baseline = None
         if self.config.intervention == "mean":

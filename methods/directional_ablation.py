@@ -22,7 +22,7 @@ embedding's output is projected by a hook there instead.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 
 from steerbench.adapter import ModelAdapter
 from steerbench.errors import SteerbenchError
-from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
+from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 from steerbench.methods.caa import default_layer
 
 
@@ -113,19 +113,26 @@ class DirectionalAblation(SteeringMethod):
     neutral_strength = 0.0
     default_strengths = (1.0,)
     strength_domain = (-10.0, 10.0)
+    artifact_tensors = {"direction": TensorSpec("float", ("d_model",))}
 
     @dataclass
     class Config:
         layer: int | None = None
         """Layer whose mean difference defines r (default floor(0.6 * n_layers))."""
 
-    def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
-        pos = ctx.activations(positive).resid_post
-        neg = ctx.activations(negative).resid_post
-        n_layers = pos.shape[1]
+    def direction_layer(self, n_layers: int) -> int:
         layer = self.config.layer if self.config.layer is not None else default_layer(n_layers)
         if not 0 <= layer < n_layers:
             raise SteerbenchError(f"layer must be in 0..{n_layers - 1}, got {layer}")
+        return layer
+
+    def check_model(self, adapter) -> None:
+        self.direction_layer(adapter.n_layers)
+
+    def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
+        pos = ctx.activations(positive).resid_post
+        neg = ctx.activations(negative).resid_post
+        layer = self.direction_layer(pos.shape[1])
         difference = pos[:, layer].mean(0) - neg[:, layer].mean(0)
         direction = difference / difference.norm()
         summary = {"layer": layer, "difference_norm": round(float(difference.norm()), 3)}
@@ -133,9 +140,5 @@ class DirectionalAblation(SteeringMethod):
             ctx, positive, negative, {"direction": direction}, layer=layer, summary=summary
         )
 
-    def steer(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
-        self.check_artifact(artifact)
-        self.check_strength(strength)
-        if strength == 0:
-            return nullcontext()
+    def apply(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
         return project_out(model, artifact.tensors["direction"], strength)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import torch
 from steerbench.adapter import ModelAdapter
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import add_to_residual
-from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod
+from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,13 @@ def subset_sae(artifact: Artifact, device: torch.device):
             "this sae artifact was made by an older steerbench (no sae_config); delete it "
             "and fit it again"
         )
-    sae = sae_class().from_dict(dict(config))
-    state = {name: artifact.tensors[name] for name in sae.state_dict()}
-    sae.load_state_dict(state)
+    try:
+        sae = sae_class().from_dict(dict(config))
+        sae.load_state_dict({name: artifact.tensors[name] for name in sae.state_dict()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise SteerbenchError(
+            f"sae artifact does not hold a loadable SAE ({str(err).splitlines()[0]}); fit it again"
+        ) from err
     return sae.to(device=device)
 
 
@@ -137,6 +141,11 @@ class SAEFeatures(SteeringMethod):
     neutral_strength = 1.0
     default_strengths = (0.0, 2.0)
     strength_domain = (0.0, 100.0)
+    artifact_tensors = {
+        "W_enc": TensorSpec("float", ("d_model", "n_features")),
+        "W_dec": TensorSpec("float", ("n_features", "d_model")),
+        "b_dec": TensorSpec("float", ("d_model",)),
+    }
 
     @dataclass
     class Config:
@@ -149,6 +158,13 @@ class SAEFeatures(SteeringMethod):
         top_n: int = 8
         train_steps: int = 300
         train_width: int = 4096
+
+    def check_model(self, adapter) -> None:
+        layer = self.config.layer
+        if layer is not None and not 0 <= layer < adapter.n_layers:
+            raise SteerbenchError(
+                f"sae layer {layer} is outside the model's layers 0..{adapter.n_layers - 1}"
+            )
 
     def get_sae(self, ctx: FitContext):
         from steerbench import sae as sae_lib
@@ -242,11 +258,7 @@ class SAEFeatures(SteeringMethod):
             ctx, positive, negative, tensors, layer=layer, sae_config=sae_config, summary=summary
         )
 
-    def steer(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
-        self.check_artifact(artifact)
-        self.check_strength(strength)
-        if strength == 1.0:
-            return nullcontext()
+    def apply(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
         sae = subset_sae(artifact, next(model.parameters()).device)
         return scale_features(model, artifact.metadata["layer"], sae, strength)
 
@@ -260,10 +272,6 @@ class SAEFeatureAddition(SAEFeatures):
     default_strengths = (-8.0, 8.0)
     strength_domain = (-1000.0, 1000.0)
 
-    def steer(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
-        self.check_artifact(artifact)
-        self.check_strength(strength)
-        if strength == 0:
-            return nullcontext()
+    def apply(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
         direction = artifact.tensors["W_dec"].sum(0)
         return add_to_residual(model, {artifact.metadata["layer"]: strength * direction})

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` are refused with one line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +42,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow custom model code from the model repository (off by default)",
     )
+    group.add_argument(
+        "--allow-pickle-weights",
+        action="store_true",
+        help="also load .bin (pickle) weights, which can run code: only for files you trust "
+        "(off by default: safetensors only)",
+    )
     chat = group.add_mutually_exclusive_group()
     chat.add_argument(
         "--chat",
@@ -49,8 +67,8 @@ def add_generation_options(parser: argparse.ArgumentParser, *, max_new_tokens: i
     group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     group.add_argument("--batch-size", type=int, default=16)
     group.add_argument("--sample", action="store_true", help="sample instead of greedy")
-    group.add_argument("--temperature", type=float, default=1.0)
-    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--temperature", type=finite_float, default=1.0)
+    group.add_argument("--top-p", type=finite_float, default=1.0)
     group.add_argument("--seed", type=int, default=0)
 
 
@@ -63,6 +81,7 @@ def load_from_args(args: argparse.Namespace):
         dtype=args.dtype,
         revision=args.revision,
         trust_remote_code=args.trust_remote_code,
+        allow_pickle_weights=args.allow_pickle_weights,
     )
 
 
@@ -95,4 +114,4 @@ def add_steering_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("steering")
     group.add_argument("--method", help="steering method name (see `steerbench methods`)")
     group.add_argument("--artifact", help="directory written by `steerbench discover`")
-    group.add_argument("--strength", type=float, help="steering strength (method's scale)")
+    group.add_argument("--strength", type=finite_float, help="steering strength (method's scale)")

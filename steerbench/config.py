@@ -9,6 +9,7 @@ key and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ from typing import Any
 import yaml
 
 from steerbench.errors import SteerbenchError
+from steerbench.validation import check_fields, check_value
 
 BUILTIN_CONFIGS = ("default", "quick")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,99}")
+"""Config names become directories and labels become file and table names."""
 
 
 @dataclass
@@ -134,11 +138,19 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
                 f"{key}.label",
                 f"{spec.display!r} is used twice; give each variant of a method its own label",
             )
+        if not isinstance(spec.params, dict) or (
+            spec.label is not None and not SAFE_NAME.fullmatch(str(spec.label))
+        ):
+            raise _fail(
+                key, "params must be a mapping and label a plain name (letters, digits, . _ -)"
+            )
         method = get_method(spec.name, **spec.params)  # validates hyper-parameters
         if spec.strengths is not None:
             if not isinstance(spec.strengths, list) or not spec.strengths:
                 raise _fail(f"{key}.strengths", "must be a non-empty list of numbers")
-            spec.strengths = [float(s) for s in spec.strengths]
+            spec.strengths = [
+                float(check_value(s, float, f"{key}.strengths")) for s in spec.strengths
+            ]
             for strength in spec.strengths:
                 method.check_strength(strength)
         methods.append(spec)
@@ -177,22 +189,38 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         get_metric(metric_name, **options)  # validates options
         metrics.append(MetricSpec(metric_name, options, sets))
 
-    generation = dict(raw.get("generation") or {})
-    try:
-        GenerationSettings(**generation)
-    except TypeError as err:
-        allowed = ", ".join(f.name for f in dataclasses.fields(GenerationSettings))
-        raise _fail("generation", f"{err}; allowed: {allowed}") from err
-    prompt_format = dict(raw.get("prompt_format") or {})
-    try:
-        PromptFormat(**prompt_format)
-    except TypeError as err:
-        raise _fail("prompt_format", "allowed keys: chat, system_prompt") from err
+    generation = check_fields(
+        GenerationSettings, _mapping(raw.get("generation") or {}, "generation"), "generation key"
+    )
+    GenerationSettings(**generation)  # ranges (max_new_tokens >= 1, ...)
+    prompt_format = check_fields(
+        PromptFormat, _mapping(raw.get("prompt_format") or {}, "prompt_format"), "prompt_format key"
+    )
     limit = raw.get("evaluation_limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise _fail("evaluation_limit", "must be a positive integer or null")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise _fail("evaluation_limit", f"must be a positive integer or null, got {limit!r}")
+    config_name = raw.get("name") or name
+    if not isinstance(config_name, str) or not SAFE_NAME.fullmatch(config_name):
+        raise _fail(
+            "name",
+            f"{config_name!r} is not a plain name (letters, digits, '.', '_', '-'; it names "
+            f"the results directory results/<name>)",
+        )
+    scalars = {
+        key: check_value(raw.get(key, default), kind, f"config key {key!r}")
+        for key, kind, default in (
+            ("device", str, "auto"),
+            ("dtype", str, "auto"),
+            ("seed", int, 0),
+            ("split_seed", int, 0),
+        )
+    }
+    from steerbench.device import resolve_dtype
+
+    if scalars["dtype"] != "auto":
+        resolve_dtype(scalars["dtype"], None)  # an unknown dtype fails here, not at load
     return BenchmarkConfig(
-        name=str(raw.get("name") or name),
+        name=config_name,
         models=models,
         methods=methods,
         discovery=discovery,
@@ -201,10 +229,7 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         evaluation_limit=limit,
         generation=generation,
         prompt_format=prompt_format,
-        device=str(raw.get("device", "auto")),
-        dtype=str(raw.get("dtype", "auto")),
-        seed=int(raw.get("seed", 0)),
-        split_seed=int(raw.get("split_seed", 0)),
+        **scalars,
     )
 
 

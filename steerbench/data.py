@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import io
 import json
 import random
 import re
@@ -215,29 +216,46 @@ def verified_path(relative: str) -> Path:
     return path
 
 
+def read_text(path: Path) -> str:
+    """A user's text file as UTF-8, or one line that says to re-save it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SteerbenchError(
+            f"{path} is not UTF-8 text (byte {err.start} cannot be decoded); save it as UTF-8"
+        ) from err
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per non-empty line, with the line number in any error."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise SteerbenchError(
                     f"{path}: line {number} is not valid JSON ({err.msg}); "
                     f"JSONL needs one JSON object per line"
                 ) from err
+            if not isinstance(row, dict):
+                raise SteerbenchError(
+                    f"{path}: line {number} is a JSON {type(row).__name__}, not an object; "
+                    f'JSONL needs one object per line, e.g. {{"prompt": "..."}}'
+                )
+            rows.append(row)
     return rows
 
 
 def _read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
     try:
-        if path.suffix == ".jsonl":
-            return read_jsonl(path)
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except UnicodeDecodeError as err:
-        raise SteerbenchError(f"{path} is not UTF-8 text; save it as UTF-8") from err
+        return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+    except csv.Error as err:  # e.g. a field larger than the csv module's limit
+        raise SteerbenchError(
+            f"{path} is not a readable CSV file ({err}); check its quoting"
+        ) from err
 
 
 def load_registered(name: str) -> list[PromptRecord]:
@@ -271,7 +289,7 @@ def load_prompt_file(path: Path) -> list[PromptRecord]:
         )
     suffix = path.suffix.lower()
     if suffix in (".txt", ".text", ""):
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path).splitlines()
         texts = [line.strip() for line in lines if line.strip()]
         records = [
             PromptRecord(f"{path.stem}-{i:04d}", t, None, path.name) for i, t in enumerate(texts)
@@ -283,16 +301,26 @@ def load_prompt_file(path: Path) -> list[PromptRecord]:
             raise SteerbenchError(
                 f"{path} has no prompt column; name one of {', '.join(PROMPT_COLUMNS)}"
             )
-        records = [
-            PromptRecord(
-                id=str(row.get("id") or f"{path.stem}-{i:04d}"),
-                text=str(row[column]).strip(),
-                category=row.get("category"),
-                source=path.name,
-            )
-            for i, row in enumerate(rows)
-        ]
-        records = [r for r in records if r.text]
+        records = []
+        for i, row in enumerate(rows):
+            text = row.get(column)
+            if text is None and suffix == ".jsonl" and column not in row:
+                raise SteerbenchError(f"{path}: row {i + 1} has no {column!r} key")
+            if text is not None and not isinstance(text, str):
+                raise SteerbenchError(
+                    f"{path}: row {i + 1} has a {type(text).__name__} as its {column!r}, not "
+                    f"text; prompts must be strings (null rows are skipped)"
+                )
+            category = row.get("category")
+            if text and text.strip():
+                records.append(
+                    PromptRecord(
+                        id=str(row.get("id") or f"{path.stem}-{i:04d}"),
+                        text=text.strip(),
+                        category=None if category is None else str(category),
+                        source=path.name,
+                    )
+                )
     else:
         raise SteerbenchError(
             f"unsupported prompt file type {suffix!r} for {path}; use .txt, .csv or .jsonl"

@@ -42,9 +42,15 @@ def resolve_device(name: str | None) -> torch.device:
             f"--device {name} was requested but no CUDA GPU is visible; use --device cpu"
         )
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise SteerbenchError(f"unknown --device {name!r}; use cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SteerbenchError(
+            f"--device {name} does not exist: {torch.cuda.device_count()} GPU(s) are visible "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
+    return device
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:

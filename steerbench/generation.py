@@ -7,6 +7,7 @@ test), so batching is purely a speed-up.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +35,12 @@ class GenerationSettings:
             raise SteerbenchError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise SteerbenchError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.do_sample and self.temperature <= 0:
-            raise SteerbenchError("temperature must be > 0 when sampling")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise SteerbenchError(
+                f"temperature must be a finite number > 0, got {self.temperature}"
+            )
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise SteerbenchError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def generate(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_bytes, atomic_write_text
 from steerbench.prompts import PromptFormat
 from steerbench.registry import Registry, build_config
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_JSON = "artifact.json"
 ARTIFACT_TENSORS = "tensors.safetensors"
@@ -60,6 +63,8 @@ class Artifact:
 
     @classmethod
     def load(cls, directory: str | Path) -> Artifact:
+        """Read an artifact; anything unreadable is one line that says to fit it again."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -69,8 +74,36 @@ class Artifact:
                 f"{directory} is not a steerbench artifact (needs {ARTIFACT_JSON} and "
                 f"{ARTIFACT_TENSORS}); create one with `steerbench discover`"
             )
-        meta = json.loads(meta_path.read_text())
-        return cls(meta.pop("method"), load_file(directory / ARTIFACT_TENSORS), meta)
+        refit = "delete it and fit it again with `steerbench discover`"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise SteerbenchError(f"{meta_path} is not valid JSON ({err}); {refit}") from err
+        if not isinstance(meta, dict) or not isinstance(meta.get("method"), str):
+            raise SteerbenchError(f"{meta_path} names no method; {refit}")
+        try:
+            tensors = load_file(directory / ARTIFACT_TENSORS)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise SteerbenchError(
+                f"{directory / ARTIFACT_TENSORS} is damaged ({str(err).splitlines()[0]}); {refit}"
+            ) from err
+        return cls(meta.pop("method"), tensors, meta)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What one tensor of a method's artifact must be, checked before any model is touched.
+
+    ``kind``: "float" (finite floating point) or "index" (integers in [0, metadata[bound])).
+    ``shape``: one entry per dimension, each a metadata key (``n_layers``, ``d_mlp``,
+    ``d_model``) or a symbol that every tensor of the artifact using it must agree on."""
+
+    kind: str = "float"
+    shape: tuple[str, ...] | None = None
+    bound: str | None = None
+
+
+MODEL_DIMENSIONS = ("n_layers", "d_mlp", "d_model")
 
 
 @dataclass
@@ -129,6 +162,8 @@ class SteeringMethod(ABC):
     neutral_strength: ClassVar[float] = 0.0
     default_strengths: ClassVar[tuple[float, ...]] = ()
     strength_domain: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    artifact_tensors: ClassVar[dict[str, TensorSpec]] = {}
+    """The tensors ``apply`` reads: validated (presence, dtype, range, shape) by ``steer``."""
 
     @dataclass
     class Config:
@@ -146,11 +181,32 @@ class SteeringMethod(ABC):
     def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
         """Compute the method's artifact from contrasting prompt sets."""
 
-    @abstractmethod
     def steer(
         self, model: torch.nn.Module, artifact: Artifact, strength: float
     ) -> AbstractContextManager[None]:
-        """Context manager: the model is steered inside, restored exactly on exit."""
+        """Context manager: the model is steered inside, restored exactly on exit.
+
+        Does the checks every method needs, once, here: the artifact is this method's, its
+        tensors are what ``artifact_tensors`` declares, it was fitted on a model of this
+        shape, the strength is finite and in the domain; the neutral strength is the
+        unchanged model. Then ``apply`` intervenes."""
+        self.check_artifact(artifact)
+        self.check_strength(strength)
+        check_model_matches(artifact, model)
+        if strength == self.neutral_strength:
+            return nullcontext()
+        return self.apply(model, artifact, strength)
+
+    def apply(
+        self, model: torch.nn.Module, artifact: Artifact, strength: float
+    ) -> AbstractContextManager[None]:
+        """The intervention (artifact and strength already checked, never neutral)."""
+        raise NotImplementedError(f"method {self.name!r} implements neither apply nor steer")
+
+    def check_model(self, adapter: Any) -> None:
+        """Refuse a model this configuration cannot work on (a layer it does not have...)
+        right after loading, before any fitting; ``adapter``: a ``ModelAdapter``."""
+        return None
 
     def summary(self, artifact: Artifact) -> list[str]:
         """Human-readable lines printed by ``steerbench discover``."""
@@ -160,18 +216,44 @@ class SteeringMethod(ABC):
 
     def check_strength(self, strength: float) -> None:
         low, high = self.strength_domain
-        if not (low <= strength <= high) or math.isnan(strength):
+        if (
+            isinstance(strength, bool)
+            or not isinstance(strength, (int, float))
+            or not math.isfinite(strength)
+            or not low <= strength <= high
+        ):
             raise SteerbenchError(
-                f"strength {strength} is outside the domain of {self.name!r} "
-                f"([{low}, {high}]; neutral {self.neutral_strength})"
+                f"strength {strength!r} is outside the domain of {self.name!r} "
+                f"(finite numbers in [{low}, {high}]; neutral {self.neutral_strength})"
             )
 
     def check_artifact(self, artifact: Artifact) -> None:
+        """The artifact is this method's and holds the tensors ``apply`` reads, with the
+        dtypes, ranges and shapes it declares (a tampered artifact is one line, never a
+        traceback or a silently different intervention)."""
         if artifact.method != self.name:
             raise SteerbenchError(
                 f"artifact was made by method {artifact.method!r}, not {self.name!r}; "
                 f"pass --method {artifact.method} or fit a new artifact"
             )
+        refit = "fit it again with `steerbench discover`"
+        meta = artifact.metadata
+        sizes: dict[str, int] = {}
+        for key in MODEL_DIMENSIONS:
+            value = meta.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise SteerbenchError(f"artifact metadata {key} = {value!r} is not a size; {refit}")
+            if value is not None:
+                sizes[key] = value
+        for name, spec in self.artifact_tensors.items():
+            tensor = artifact.tensors.get(name)
+            if tensor is None:
+                raise SteerbenchError(f"{self.name} artifact has no tensor {name!r}; {refit}")
+            problem = _tensor_problem(tensor, spec, sizes, meta)
+            if problem:
+                raise SteerbenchError(f"{self.name} artifact tensor {name!r} {problem}; {refit}")
 
     def make_artifact(
         self,
@@ -201,6 +283,27 @@ class SteeringMethod(ABC):
             **extra,
         }
         return Artifact(self.name, tensors, metadata)
+
+
+def _tensor_problem(
+    tensor: torch.Tensor, spec: TensorSpec, sizes: dict[str, int], meta: dict[str, Any]
+) -> str | None:
+    if spec.kind == "index":
+        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+            return f"should hold integer indices, not {tensor.dtype}"
+        bound = meta.get(spec.bound) if spec.bound else None
+        if tensor.numel() and (int(tensor.min()) < 0 or (bound and int(tensor.max()) >= bound)):
+            return f"has indices outside [0, {bound}) ({spec.bound})"
+    elif not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+        return "should hold finite floating-point numbers"
+    if spec.shape is not None:
+        if tensor.dim() != len(spec.shape):
+            return f"has shape {tuple(tensor.shape)}, expected {len(spec.shape)} dimensions"
+        for size, want in zip(tensor.shape, spec.shape):
+            expected = sizes.setdefault(want, size)
+            if size != expected:
+                return f"has shape {tuple(tensor.shape)}, expected {want} = {expected}"
+    return None
 
 
 def check_model_matches(artifact: Artifact, model: torch.nn.Module) -> None:
@@ -233,8 +336,19 @@ def steering_from_cli(args, loaded) -> Iterator[None]:
     if not args.artifact:
         raise SteerbenchError("--method needs --artifact DIR (made by `steerbench discover`)")
     artifact = Artifact.load(args.artifact)
-    method = get_method(args.method, **artifact.metadata.get("hyperparameters", {}))
-    method.check_artifact(artifact)
+    hyperparameters = artifact.metadata.get("hyperparameters", {})
+    if not isinstance(hyperparameters, dict):
+        raise SteerbenchError(f"{args.artifact}: hyperparameters are not a mapping; fit it again")
+    method = get_method(args.method, **hyperparameters)
     strength = method.neutral_strength if args.strength is None else args.strength
-    check_model_matches(artifact, loaded.model)
+    fitted_on = (artifact.metadata.get("model"), artifact.metadata.get("model_revision"))
+    if fitted_on != (loaded.name, loaded.revision):
+        log.warning(
+            "the artifact was fitted on %s (revision %s), not on %s (revision %s): a model of "
+            "the same shape is not the same model, so its neurons and directions may mean "
+            "nothing here",
+            *fitted_on,
+            loaded.name,
+            loaded.revision,
+        )
     return method.steer(loaded.model, artifact, strength)

@@ -297,6 +297,63 @@ def ensure_builtin(builtin: BuiltinModel) -> Path:
     return _convert_builtin(builtin)
 
 
+def check_model_spec(spec: str, revision: str | None = None) -> str:
+    """Where ``spec`` loads from ("builtin", "gguf", "directory" or "hub"), checked without
+    reading any weights, so a model that cannot load stops a run before minutes of work."""
+    path = Path(spec).expanduser()
+    if spec in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS[spec]
+        if not is_cached(builtin) and not is_installed(builtin):
+            raise SteerbenchError(
+                f"built-in model {spec!r} is not installed; install it with: {builtin.install_hint}"
+            )
+        return "builtin"
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SteerbenchError(f"GGUF file {spec!r} does not exist; check the path")
+        return "gguf"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SteerbenchError(
+                f"directory {spec!r} has no config.json; point --model at a directory "
+                f"written by save_pretrained"
+            )
+        return "directory"
+    if "/" in spec and not spec.startswith((".", "/", "~")):
+        if not _in_hub_cache(spec, revision) and not _hub_reachable():
+            raise SteerbenchError(
+                f"could not load {spec!r}: it is not in the local Hugging Face cache and the "
+                f"hub cannot be reached; use a built-in name or a local directory"
+            )
+        return "hub"
+    raise SteerbenchError(unknown_model_message(spec))
+
+
+def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
+    """True if a model's config is already in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub (honouring HF_HUB_OFFLINE and HF_ENDPOINT), so an
+    offline machine gets its answer in seconds, not after the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def unknown_model_message(spec: str) -> str:
     names = ", ".join(BUILTIN_MODELS)
     return (
@@ -312,44 +369,48 @@ def load_model(
     dtype: str | None = "auto",
     revision: str | None = None,
     trust_remote_code: bool = False,
+    allow_pickle_weights: bool = False,
 ) -> LoadedModel:
-    """Load ``spec`` (built-in name, directory, .gguf path or hub id) for inference."""
+    """Load ``spec`` (built-in name, directory, .gguf path or hub id) for inference.
+
+    Only safetensors weights load unless ``allow_pickle_weights`` (a ``.bin`` file is a
+    pickle, which can run code), and custom model code only with ``trust_remote_code``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     start = time.perf_counter()
+    source = check_model_spec(spec, revision)
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     path = Path(spec).expanduser()
-    if spec in BUILTIN_MODELS:
+    if source == "builtin":
         builtin = BUILTIN_MODELS[spec]
-        source, location, revision = "builtin", ensure_builtin(builtin), builtin.gguf_sha256
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise SteerbenchError(f"GGUF file {spec!r} does not exist; check the path")
-        source, location = "gguf", path.parent
+        location, revision = ensure_builtin(builtin), builtin.gguf_sha256
+    elif source == "gguf":
+        location = path.parent
         kwargs["gguf_file"] = path.name
-    elif path.is_dir():
-        if not (path / "config.json").is_file():
-            raise SteerbenchError(
-                f"directory {spec!r} has no config.json; point --model at a directory "
-                f"written by save_pretrained"
-            )
-        source, location = "directory", path
-    elif "/" in spec and not spec.startswith((".", "/", "~")):
-        source, location = "hub", spec
+    elif source == "directory":
+        location = path
+    else:
+        location = spec
         if revision:
             kwargs["revision"] = revision
-    else:
-        raise SteerbenchError(unknown_model_message(spec))
 
     # Several GPUs and no explicit device: let accelerate spread the layers over them.
     spread = (device or "auto") == "auto" and torch.cuda.device_count() > 1
-    model_kwargs = {**kwargs, "device_map": "auto"} if spread else kwargs
+    model_kwargs = {**kwargs, "device_map": "auto"} if spread else dict(kwargs)
+    if source in ("directory", "hub") and not allow_pickle_weights:
+        model_kwargs["use_safetensors"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **model_kwargs)
     except OSError as err:
+        if model_kwargs.get("use_safetensors") and "safetensors" in str(err).lower():
+            raise SteerbenchError(
+                f"{spec!r} has no safetensors weights (only .bin pickle files, which can run "
+                f"code when loaded); convert them to safetensors, or pass "
+                f"--allow-pickle-weights if you trust the files"
+            ) from err
         if source == "hub":
             raise SteerbenchError(
                 f"could not load {spec!r} from the Hugging Face hub or its local cache "

@@ -101,17 +101,15 @@ class Registry(Generic[T]):
 
 
 def build_config(config_cls: type, params: dict, what: str) -> object:
-    """A plugin's ``Config`` dataclass from user parameters, with one-line errors that name
-    the unknown keys and the allowed ones (``what``: e.g. "hyper-parameter for method 'cna'")."""
-    import dataclasses
+    """A plugin's ``Config`` dataclass from user parameters: every value checked against its
+    field's type (strictly; floats finite) and the dataclass's own ``__post_init__``, with
+    one-line errors that name the key (``what``: e.g. "hyper-parameter(s) for method 'cna'")."""
+    from steerbench.validation import check_fields
 
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise SteerbenchError(
-            f"unknown {what}: {', '.join(unknown)}; allowed: {', '.join(sorted(known)) or 'none'}"
-        )
+    if not isinstance(params, dict):
+        raise SteerbenchError(f"{what} must be a mapping of names to values, got {params!r}")
+    checked = check_fields(config_cls, params, what)
     try:
-        return config_cls(**params)
+        return config_cls(**checked)
     except (TypeError, ValueError) as err:
         raise SteerbenchError(f"{what.split(' for ')[-1]}: {err}") from err

@@ -244,7 +244,19 @@ class Runner:
     def run(self) -> dict[str, int]:
         check_writable(self.results)
         with results_lock(self.results):
+            self.preflight()
             return self._run_locked()
+
+    def preflight(self) -> None:
+        """What can be checked without loading weights, before any work: the device exists
+        and every model can be found."""
+        from steerbench.device import resolve_device
+        from steerbench.models import check_model_spec
+
+        if self.executor is None:  # a cluster's devices are its nodes' business
+            resolve_device(self.config.device)
+        for model in self.config.models:
+            check_model_spec(model)
 
     def _run_locked(self) -> dict[str, int]:
         from steerbench.tracking import Tracker
@@ -285,11 +297,18 @@ class Runner:
     def run_model(
         self, model: str, cells: list[Cell], sets: dict[str, list[PromptRecord]], bar
     ) -> None:
-        from steerbench.method import FitContext
+        from steerbench.adapter import ModelAdapter
+        from steerbench.method import FitContext, get_method
         from steerbench.models import load_model
         from steerbench.prompts import PromptFormat
 
         lm = load_model(model, device=self.config.device, dtype=self.config.dtype)
+        adapter = ModelAdapter.from_model(lm.model)
+        for spec in {c.method.display: c.method for c in cells if c.method}.values():
+            try:  # a layer the model does not have fails now, not after minutes of fitting
+                get_method(spec.name, **spec.params).check_model(adapter)
+            except SteerbenchError as err:
+                raise SteerbenchError(f"method {spec.display!r} on {model}: {err}") from err
         ctx = FitContext(
             lm.model,
             lm.tokenizer,

@@ -9,11 +9,10 @@ added at one layer, scaled by the strength.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from steerbench.interventions import add_to_residual
-from steerbench.method import Artifact, FitContext, SteeringMethod
+from steerbench.method import Artifact, FitContext, SteeringMethod, TensorSpec
 
 
 class ActAdd(SteeringMethod):
@@ -22,6 +21,7 @@ class ActAdd(SteeringMethod):
     description = "ActAdd: residual difference of one prompt pair, added at a layer (plugin)"
     neutral_strength = 0.0
     default_strengths = (-2.0, 2.0)
+    artifact_tensors = {"vector": TensorSpec("float", ("d_model",))}
 
     @dataclass
     class Config:
@@ -42,11 +42,9 @@ class ActAdd(SteeringMethod):
             ctx, positive[:1], negative[:1], {"vector": vector}, layer=layer, summary=summary
         )
 
-    def steer(self, model, artifact: Artifact, strength: float):
-        self.check_artifact(artifact)
-        self.check_strength(strength)
-        if strength == 0:
-            return nullcontext()
+    def apply(self, model, artifact: Artifact, strength: float):
+        # steer() has checked the artifact (tensors below), the model and the strength,
+        # and handles the neutral strength; only the intervention is left
         return add_to_residual(
             model, {artifact.metadata["layer"]: strength * artifact.tensors["vector"]}
         )

@@ -1,0 +1,69 @@
+"""Typed validation of user-supplied settings (YAML configs, plugin options, artifacts'
+hyper-parameters), before any model loads.
+
+Each field of a settings dataclass is checked against its annotation with pydantic in
+strict mode (no "3" for 3, no ``true`` for 1), and every float must be finite; errors are
+one line that names the key, the value and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from functools import cache
+from typing import Any
+
+from steerbench.errors import SteerbenchError
+
+
+@cache
+def _adapter(annotation: Any):
+    import pydantic
+
+    return pydantic.TypeAdapter(annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def check_value(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` validated against ``annotation`` (strict), all floats in it finite."""
+    import pydantic
+
+    try:
+        checked = _adapter(annotation).validate_python(value, strict=True)
+    except pydantic.ValidationError as err:
+        raise SteerbenchError(
+            f"{key} = {value!r} is not a valid {_type_name(annotation)} "
+            f"({err.errors()[0]['msg'].lower()})"
+        ) from None
+    if not _all_finite(checked):
+        raise SteerbenchError(f"{key} = {value!r} must be a finite number")
+    return checked
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    return True
+
+
+def check_fields(cls: type, params: dict[str, Any], what: str) -> dict[str, Any]:
+    """``params`` for dataclass ``cls``, each checked against its field's annotation;
+    ``what`` names them in errors (e.g. "hyper-parameter of method 'cna'")."""
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]  # in declaration order
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise SteerbenchError(
+            f"unknown {what}: {', '.join(unknown)}; allowed: {', '.join(known) or 'none'}"
+        )
+    return {
+        name: check_value(value, hints[name], f"{what} {name}") for name, value in params.items()
+    }
