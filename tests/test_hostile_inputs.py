@@ -313,3 +313,265 @@ def test_a_conversion_killed_midway_leaves_nothing_behind_for_long(cached_builti
     finally:
         alive.kill()
     assert not leftover.exists() and running.exists()
+
+
+# -- one line, never a traceback --------------------------------------------------------
+
+
+def one_line_error(capsys, *argv: str, match: str) -> None:
+    """``steerbench ARGV`` fails with exit 2 and exactly one line that matches."""
+    import re
+
+    from steerbench.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    errors = [line for line in err if line.startswith("steerbench: error:")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    assert re.search(match, errors[0]), errors[0]
+
+
+@pytest.fixture(scope="module")
+def cna_artifact(model_dir, tmp_path_factory):
+    from steerbench.method import FitContext, get_method
+    from steerbench.models import load_model
+
+    lm = load_model(str(model_dir), device="cpu", dtype="float32")
+    method = get_method("cna", top_k=8, neutral_prompts=None)
+    artifact = method.fit(
+        FitContext(lm.model, lm.tokenizer, model_name=str(model_dir)), ["a b", "c d"], ["e", "f"]
+    )
+    return artifact.save(tmp_path_factory.mktemp("artifact") / "cna")
+
+
+def tampered(cna_artifact, tmp_path, *, json_text=None, tensors=None):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    directory = tmp_path / "tampered"
+    shutil.copytree(cna_artifact, directory)
+    if json_text is not None:
+        (directory / "artifact.json").write_text(json_text)
+    if tensors is not None:
+        save_file(
+            tensors(load_file(directory / "tensors.safetensors")), directory / "tensors.safetensors"
+        )
+    return directory
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (dict(json_text="{not json"), "is not valid JSON"),
+        (dict(json_text="[1, 2]"), "names no method"),
+        ("truncate", "is damaged"),
+        (
+            dict(tensors=lambda t: {k: v for k, v in t.items() if k != "neurons"}),
+            "no tensor 'neurons'",
+        ),
+        (dict(tensors=lambda t: {**t, "neurons": t["neurons"].float()}), "integer indices"),
+        (dict(tensors=lambda t: {**t, "neurons": t["neurons"] + 10_000}), "outside \\[0, 128\\)"),
+        (dict(tensors=lambda t: {**t, "neurons": -t["neurons"] - 1}), "outside \\[0, 128\\)"),
+        (dict(tensors=lambda t: {**t, "layers": t["layers"][:3]}), "expected k"),
+        (
+            dict(tensors=lambda t: {**t, "mean_negative": t["mean_negative"] * float("nan")}),
+            "finite",
+        ),
+    ],
+)
+def test_tampered_artifacts_are_one_line(capsys, model_dir, cna_artifact, tmp_path, damage, match):
+    if damage == "truncate":
+        directory = tampered(cna_artifact, tmp_path)
+        truncate(directory / "tensors.safetensors")
+    else:
+        directory = tampered(cna_artifact, tmp_path, **damage)
+    one_line_error(
+        capsys,
+        "generate",
+        "--model",
+        str(model_dir),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "2",
+        "--method",
+        "cna",
+        "--artifact",
+        str(directory),
+        "--strength",
+        "0",
+        match=match,
+    )
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (b'{"prompt": "ok"}\n[1, 2]\n', "line 2 is a JSON list, not an object"),
+        (b'{"prompt": "ok"}\n{"text": "other key"}\n', "row 2 has no 'prompt' key"),
+        (b'{"prompt": "ok"}\n{"prompt": 5}\n', "row 2 has a int"),
+        (b'"prompt"\n"' + b"x" * 200_000 + b'"\n', "not a readable CSV"),
+    ],
+    ids=["undecodable", "not-an-object", "missing-key", "number", "oversized-csv"],
+)
+def test_bad_prompt_files_are_one_line(tmp_path, content, match):
+    suffix = ".csv" if b"x" * 100 in content else ".jsonl"
+    if content.startswith(b"\xff"):
+        suffix = ".txt"
+    path = tmp_path / f"prompts{suffix}"
+    path.write_bytes(content)
+    from steerbench.data import load_prompts
+    from steerbench.errors import SteerbenchError
+
+    with pytest.raises(SteerbenchError, match=match):
+        load_prompts(str(path))
+
+
+def test_null_prompts_are_skipped_not_the_text_none(tmp_path):
+    from steerbench.data import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": null}\n{"prompt": "real"}\n')
+    assert [r.text for r in load_prompts(str(path))] == ["real"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            {"methods": [{"name": "caa", "strengths": ["abc"]}]},
+            "strengths = 'abc' is not a valid float",
+        ),
+        ({"methods": [{"name": "caa", "strengths": [float("inf")]}]}, "finite"),
+        ({"seed": "abc"}, "'seed' = 'abc' is not a valid int"),
+        ({"generation": [1, 2]}, "'generation': must be a mapping"),
+        ({"generation": {"max_new_tokens": float("nan")}}, "max_new_tokens = nan"),
+        ({"evaluation_limit": True}, "evaluation_limit.*positive integer"),
+        ({"name": "../../escape"}, "not a plain name"),
+        ({"methods": [{"name": "cna", "params": {"top_k": "8"}}]}, "top_k = '8' is not a valid"),
+        ({"methods": [{"name": "caa", "params": {"layers": [1.5]}}]}, "layers"),
+    ],
+)
+def test_bad_config_values_are_one_line(capsys, model_dir, tmp_path, change, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(model_dir, **change)))
+    one_line_error(capsys, "run", str(path), "--results", str(tmp_path / "r"), match=match)
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--temperature", "nan", "--sample"], "not a finite number"),
+        (["--method", "caa", "--artifact", "x", "--strength", "inf"], "not a finite number"),
+    ],
+)
+def test_non_finite_numbers_on_the_command_line_are_refused(capsys, model_dir, argv, match):
+    from steerbench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--model", str(model_dir), "--prompt", "hi", *argv])
+    assert exit_info.value.code == 2
+    assert re_search(match, capsys.readouterr().err)
+
+
+def re_search(pattern: str, text: str) -> bool:
+    import re
+
+    return re.search(pattern, text) is not None
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"methods": [{"name": "caa", "params": {"layers": [99]}, "strengths": [1.0]}]}, "layers"),
+        ({"methods": [{"name": "directional-ablation", "params": {"layer": 40}}]}, "layer must be"),
+        ({"device": "cuda:3"}, "cuda"),
+        ({"models": ["no/such-model-anywhere"]}, "not in the local Hugging Face cache"),
+    ],
+)
+def test_models_devices_and_layers_that_cannot_work_fail_before_any_fitting(
+    model_dir, tmp_path, monkeypatch, change, match
+):
+    from steerbench.config import parse_config
+    from steerbench.errors import SteerbenchError
+    from steerbench.runner import Runner
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = parse_config(tiny_config(model_dir, **change), "tiny")
+    results = tmp_path / "results"
+    start = time.perf_counter()
+    with pytest.raises(SteerbenchError, match=match):
+        Runner(config, results, progress=False).run()
+    assert not (results / "artifacts").exists() and not (results / "cells").exists()
+    assert time.perf_counter() - start < 30
+
+
+def test_an_unreachable_hub_answers_in_seconds(monkeypatch, tmp_path):
+    import socket
+
+    from steerbench.errors import SteerbenchError
+    from steerbench.models import load_model
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(SteerbenchError, match="hub cannot be reached"):
+        load_model("nobody/nothing-here", device="cpu")
+    assert time.perf_counter() - start < 10
+
+
+def test_pickle_weights_load_only_when_allowed(tmp_path):
+    from steerbench.errors import SteerbenchError
+    from steerbench.models import load_model
+    from steerbench.testing import tiny_model
+
+    import torch
+
+    model, tokenizer = tiny_model("qwen2")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()  # as a pickle-only checkpoint ships
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(SteerbenchError, match="no safetensors weights.*--allow-pickle-weights"):
+        load_model(str(tmp_path), device="cpu", dtype="float32")
+    assert load_model(str(tmp_path), device="cpu", dtype="float32", allow_pickle_weights=True)
+
+
+def test_an_artifact_of_another_model_of_the_same_shape_warns(
+    capsys, model_dir, cna_artifact, tmp_path, caplog
+):
+    other = save_tiny_model(tmp_path / "other", "qwen2", seed=5)
+    from steerbench.cli import main
+
+    with caplog.at_level("WARNING"):
+        code = main(
+            [
+                "generate",
+                "--model",
+                str(other),
+                "--prompt",
+                "hi",
+                "--max-new-tokens",
+                "2",
+                "--method",
+                "cna",
+                "--artifact",
+                str(cna_artifact),
+                "--strength",
+                "0",
+            ]
+        )
+    assert code == 0
+    assert "fitted on" in caplog.text and str(model_dir) in caplog.text
