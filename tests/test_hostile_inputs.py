@@ -533,11 +533,11 @@ def test_an_unreachable_hub_answers_in_seconds(monkeypatch, tmp_path):
 
 
 def test_pickle_weights_load_only_when_allowed(tmp_path):
+    import torch
+
     from steerbench.errors import SteerbenchError
     from steerbench.models import load_model
     from steerbench.testing import tiny_model
-
-    import torch
 
     model, tokenizer = tiny_model("qwen2")
     model.save_pretrained(tmp_path)
