@@ -190,6 +190,19 @@ def write_manifest(directory: Path, name: str, gguf_sha256: str) -> None:
     }
     manifest = {"name": name, "gguf_sha256": gguf_sha256, "files": files}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_snapshot(directory, files)  # just hashed: the next load need not hash again
+
+
+def _write_snapshot(directory: Path, files: dict) -> dict:
+    snapshot = {}
+    for name in files:
+        stat = (directory / name).stat()
+        snapshot[name] = [stat.st_size, stat.st_mtime_ns]
+    try:
+        (directory / VERIFIED).write_text(json.dumps(snapshot))
+    except OSError:  # a read-only cache still verifies, only more slowly
+        pass
+    return snapshot
 
 
 def verify_converted(directory: Path) -> None:
@@ -209,7 +222,7 @@ def verify_converted(directory: Path) -> None:
         verified = json.loads((directory / VERIFIED).read_text())
     except (OSError, ValueError):
         verified = {}
-    snapshot = {}
+    changed = False
     for name, expected in files.items():
         path = directory / name
         try:
@@ -218,14 +231,12 @@ def verify_converted(directory: Path) -> None:
             raise _damaged(directory, f"{name} is missing") from None
         if stat.st_size != expected["size"]:
             raise _damaged(directory, f"{name} has {stat.st_size} bytes, not {expected['size']}")
-        snapshot[name] = [stat.st_size, stat.st_mtime_ns]
-        if verified.get(name) != snapshot[name] and _sha256(path) != expected["sha256"]:
-            raise _damaged(directory, f"{name} does not match its recorded sha256")
-    if snapshot != verified:
-        try:
-            (directory / VERIFIED).write_text(json.dumps(snapshot))
-        except OSError:  # a read-only cache still verifies, only more slowly
-            pass
+        if verified.get(name) != [stat.st_size, stat.st_mtime_ns]:
+            if _sha256(path) != expected["sha256"]:
+                raise _damaged(directory, f"{name} does not match its recorded sha256")
+            changed = True
+    if changed:
+        _write_snapshot(directory, files)
 
 
 def _damaged(directory: Path, problem: str) -> SteerbenchError:
