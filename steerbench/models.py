@@ -25,6 +25,7 @@ import torch
 
 from steerbench.device import resolve_device, resolve_dtype
 from steerbench.errors import SteerbenchError
+from steerbench.io import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -251,19 +252,9 @@ def remove_stale_conversions(final: Path) -> None:
     would otherwise leave about 1 GB behind for good)."""
     for work in final.parent.glob(f"{final.name}.tmp-*"):
         pid = work.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             log.info("Removing %s, left by an interrupted conversion", work)
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _convert_builtin(builtin: BuiltinModel) -> Path:

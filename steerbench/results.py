@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steerbench.errors import SteerbenchError
-from steerbench.io import atomic_write_bytes, atomic_write_text
+from steerbench.io import atomic_write_bytes, atomic_write_text, process_alive
 
 SCHEMA_VERSION = 1
 RESULT_JSON = "result.json"
@@ -136,12 +136,24 @@ def results_lock(results: Path) -> Iterator[None]:
         lock.release()
 
 
-def _lock_holder(results: Path) -> str:
-    try:
-        info = json.loads((results / LOCK_HOLDER).read_text())
-        return f"`{info['command']}` (pid {info['pid']} on {info['host']}, since {info['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another steerbench process"
+def _lock_holder(results: Path, wait: float = 2.0) -> str:
+    """Who holds the lock, from the note it writes right after taking it (waiting briefly
+    for that note when both runs started at the same moment)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = json.loads((results / LOCK_HOLDER).read_text())
+            pid = int(info["pid"])
+            if info["host"] != socket.gethostname() or (pid != os.getpid() and process_alive(pid)):
+                return (
+                    f"`{info['command']}` (pid {info['pid']} on {info['host']}, "
+                    f"since {info['since']})"
+                )
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if time.monotonic() > deadline:
+            return "another steerbench process"
+        time.sleep(0.05)
 
 
 def cell_dir(results: Path, key: str) -> Path:
