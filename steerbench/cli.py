@@ -25,6 +25,7 @@ from steerbench.cli_options import (
 )
 from steerbench.commands import (
     register_bench_commands,
+    register_harness_commands,
     register_leaderboard_commands,
     register_method_commands,
     register_metric_commands,
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_method_commands(sub)
     register_metric_commands(sub)
     register_run_commands(sub)
+    register_harness_commands(sub)
     register_leaderboard_commands(sub)
     register_sae_commands(sub)
     register_bench_commands(sub)
@@ -176,7 +178,22 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    passthrough = None
+    if (
+        command is not None
+        and argv[command] == "lm-eval"
+        and argv[command + 1 :]
+        not in (
+            ["-h"],
+            ["--help"],
+        )
+    ):  # every later argument belongs to lm-eval's own parser, options first included
+        argv, passthrough = argv[: command + 1], argv[command + 1 :]
     args = parser.parse_args(argv)
+    if passthrough is not None:
+        args.lm_eval_args = passthrough
     configure_logging(args.verbose, args.quiet)
     if not getattr(args, "handler", None):
         parser.print_help()
