@@ -12,22 +12,16 @@ behavioural directions are usually most steerable (Rimsky et al.; Arditi et al.)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 
+from steerbench.adapter import default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import add_to_residual
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
-
-DEFAULT_LAYER_FRACTION = 0.6
-
-
-def default_layer(n_layers: int) -> int:
-    return math.floor(DEFAULT_LAYER_FRACTION * n_layers)
 
 
 @METHODS.register("caa")
@@ -47,7 +41,7 @@ class CAA(SteeringMethod):
     def steering_layers(self, n_layers: int) -> list[int]:
         chosen = self.config.layers
         if chosen is None:
-            return [default_layer(n_layers)]
+            return [default_steering_layer(n_layers)]
         if chosen == "all":
             return list(range(n_layers))
         if isinstance(chosen, str) or not all(0 <= int(x) < n_layers for x in chosen):

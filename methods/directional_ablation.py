@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from steerbench.adapter import ModelAdapter
+from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
-from steerbench.methods.caa import default_layer
 
 
 def residual_writers(adapter: ModelAdapter) -> list[nn.Module]:
@@ -121,7 +120,9 @@ class DirectionalAblation(SteeringMethod):
         """Layer whose mean difference defines r (default floor(0.6 * n_layers))."""
 
     def direction_layer(self, n_layers: int) -> int:
-        layer = self.config.layer if self.config.layer is not None else default_layer(n_layers)
+        layer = (
+            self.config.layer if self.config.layer is not None else default_steering_layer(n_layers)
+        )
         if not 0 <= layer < n_layers:
             raise SteerbenchError(f"layer must be in 0..{n_layers - 1}, got {layer}")
         return layer

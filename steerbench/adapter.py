@@ -15,6 +15,7 @@ supported.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,14 @@ SUPPORTED_ARCHITECTURES = (
 )
 
 SITE_KINDS = ("mlp_in", "resid_post")
+DEFAULT_LAYER_FRACTION = 0.6
+
+
+def default_steering_layer(n_layers: int) -> int:
+    """The residual layer ``floor(0.6 * n_layers)``, middle-to-late, where behavioural
+    directions are usually most steerable (Rimsky et al.; Arditi et al.): the default of
+    CAA, directional ablation and the SAE, so that they act at the same place."""
+    return math.floor(DEFAULT_LAYER_FRACTION * n_layers)
 
 
 def _text_config(model: nn.Module):

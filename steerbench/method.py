@@ -324,7 +324,9 @@ def check_model_matches(artifact: Artifact, model: torch.nn.Module) -> None:
         )
 
 
-METHODS: Registry[SteeringMethod] = Registry("method", "steerbench.methods", "steerbench.methods")
+METHODS: Registry[SteeringMethod] = Registry(
+    "method", "steerbench.methods", "steerbench.methods", base=SteeringMethod
+)
 
 
 def get_method(name: str, **hyperparameters: Any) -> SteeringMethod:

@@ -120,7 +120,9 @@ class Metric(ABC):
         """Score ``records`` (``lm``: a ``LoadedModel`` for metrics that need one)."""
 
 
-METRICS: Registry[Metric] = Registry("metric", "steerbench.metrics", "steerbench.metrics")
+METRICS: Registry[Metric] = Registry(
+    "metric", "steerbench.metrics", "steerbench.metrics", base=Metric
+)
 
 
 def get_metric(name: str, **params: Any) -> Metric:

@@ -29,15 +29,17 @@ class Entry(Generic[T]):
     name: str
     cls: type[T]
     source: str  # "builtin" or the distribution that provides it
+    origin: str = ""  # where exactly, for error messages (module, or entry point)
 
 
 class Registry(Generic[T]):
     """Name -> class lookup with lazy loading of built-ins and entry points."""
 
-    def __init__(self, kind: str, package: str, group: str) -> None:
+    def __init__(self, kind: str, package: str, group: str, base: type | None = None) -> None:
         self.kind = kind
         self.package = package
         self.group = group
+        self.base = base  # every registered class must subclass it
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = False
 
@@ -45,11 +47,29 @@ class Registry(Generic[T]):
         """Class decorator for built-ins: ``@METHODS.register("cna")``."""
 
         def decorator(cls: type[T]) -> type[T]:
-            cls.name = name
-            self._entries[name] = Entry(name, cls, "builtin")
+            self._add(Entry(name, cls, "builtin", f"built-in module {cls.__module__}"))
             return cls
 
         return decorator
+
+    def _add(self, entry: Entry[T]) -> None:
+        """Register one class: a second class under a taken name, or a class that is not
+        a ``base``, is an error that names both sources (never a silent replacement)."""
+        if self.base is not None and not (
+            isinstance(entry.cls, type) and issubclass(entry.cls, self.base)
+        ):
+            raise SteerbenchError(
+                f"{self.kind} {entry.name!r} from {entry.origin} is not a "
+                f"{self.base.__name__} subclass; fix or uninstall that plugin"
+            )
+        existing = self._entries.get(entry.name)
+        if existing is not None and existing.cls is not entry.cls:
+            raise SteerbenchError(
+                f"{self.kind} name {entry.name!r} is registered twice: by {existing.origin} "
+                f"and by {entry.origin}; uninstall or rename one of them"
+            )
+        entry.cls.name = entry.name
+        self._entries[entry.name] = entry
 
     def _load(self) -> None:
         if self._loaded:
@@ -60,29 +80,22 @@ class Registry(Generic[T]):
             if not module.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{module.name}")
         for point in entry_points(group=self.group):
-            if point.name in self._entries:
-                log.warning(
-                    "%s %r from %s shadows a built-in; ignored",
-                    self.kind,
-                    point.name,
-                    point.dist.name if point.dist else "?",
-                )
-                continue
             dist = point.dist.name if point.dist else "unknown distribution"
+            origin = f"{dist} (entry point {point.name} = {point.value})"
             try:
                 cls = point.load()
-            except Exception as err:  # a broken plugin must not break steerbench
+            except Exception as err:  # a broken plugin must not hide the others
                 log.warning(
-                    "could not load %s %r from %s: %s (reinstall or remove %s)",
+                    "could not load %s %r from %s: %s: %s (reinstall or remove %s)",
                     self.kind,
                     point.name,
-                    dist,
+                    origin,
+                    type(err).__name__,
                     err,
                     dist,
                 )
                 continue
-            cls.name = point.name
-            self._entries[point.name] = Entry(point.name, cls, dist)
+            self._add(Entry(point.name, cls, dist, origin))
 
     def entries(self) -> list[Entry[T]]:
         self._load()

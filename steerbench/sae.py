@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerbench.adapter import ModelAdapter
+from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_text
 from steerbench.prompts import PromptFormat, encoded_batches, n_batches
@@ -259,9 +259,7 @@ def sae_layer(sae, default: int) -> int:
 
 
 def default_training_layer(n_layers: int) -> int:
-    from steerbench.methods.caa import default_layer
-
-    return default_layer(n_layers)
+    return default_steering_layer(n_layers)
 
 
 def check_matches(sae, adapter: ModelAdapter, layer: int) -> None:

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from steerbench.adapter import ModelAdapter
+from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.method import Artifact, FitContext, get_method
-from steerbench.methods.caa import CAA, default_layer
+from steerbench.methods.caa import CAA
 from steerbench.methods.cna import CNA, contrastive_delta, global_neuron_mask, select_top_k
 from steerbench.methods.random_neurons import RandomNeurons
 from steerbench.prompts import format_prompts
@@ -171,7 +171,7 @@ def test_caa_vector_is_the_mean_difference_and_zero_strength_is_identical(fitted
     neg = ctx.activations(NEGATIVE).resid_post
     manual = pos.mean(0) - neg.mean(0)
     torch.testing.assert_close(artifact.tensors["vectors"], manual)
-    assert artifact.metadata["layers"] == [default_layer(4)] == [2]
+    assert artifact.metadata["layers"] == [default_steering_layer(4)] == [2]
     before = logits(model, tokenizer)
     with caa.steer(model, artifact, 0.0):
         assert torch.equal(logits(model, tokenizer), before)

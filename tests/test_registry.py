@@ -86,3 +86,93 @@ def test_builtins_are_found_without_any_entry_point():
         "caa": "builtin",
         "random-neurons": "builtin",
     }.items() <= entries.items()
+
+
+def test_a_second_class_under_a_taken_name_is_an_error_naming_both():
+    from steerbench.errors import SteerbenchError
+    from steerbench.method import SteeringMethod
+    from steerbench.registry import Registry
+
+    registry = Registry("method", "steerbench.methods", "steerbench.methods", base=SteeringMethod)
+
+    @registry.register("twice")
+    class First(SteeringMethod):
+        pass
+
+    with pytest.raises(SteerbenchError, match="'twice' is registered twice: by built-in module"):
+
+        @registry.register("twice")
+        class Second(SteeringMethod):
+            pass
+
+    with pytest.raises(SteerbenchError, match="is not a SteeringMethod subclass"):
+
+        @registry.register("not-a-method")
+        class Stranger:
+            pass
+
+
+BROKEN = "raise ImportError('the plugin needs a package that is missing')\n"
+SHADOW = PLUGIN.replace("class NoOp", "class CNA")
+
+
+def test_plugins_that_break_or_shadow_are_reported(tmp_path_factory):
+    """A plugin that fails to import is named with its error and hides no other plugin;
+    one that takes a built-in's name stops with both sources named."""
+    src = tmp_path_factory.mktemp("bad_src")
+    for package in ("broken_plugin", "shadow_plugin"):
+        (src / package).mkdir()
+    (src / "broken_plugin" / "__init__.py").write_text(BROKEN)
+    (src / "shadow_plugin" / "__init__.py").write_text(SHADOW)
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "steerbench-bad-plugins"
+        version = "0.1.0"
+
+        [tool.setuptools]
+        packages = ["broken_plugin", "shadow_plugin"]
+
+        [project.entry-points."steerbench.methods"]
+        broken = "broken_plugin:Thing"
+    """)
+    )
+    site = tmp_path_factory.mktemp("bad_site")
+    pip_install_target(src, site)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-m", "steerbench", "methods"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not load method 'broken' from steerbench-bad-plugins" in done.stderr
+    assert "the plugin needs a package that is missing" in done.stderr
+    assert any(row.startswith("cna") for row in done.stdout.splitlines())
+
+    entry_points = src / "pyproject.toml"
+    entry_points.write_text(
+        entry_points.read_text().replace(
+            'broken = "broken_plugin:Thing"', 'cna = "shadow_plugin:CNA"'
+        )
+    )
+    site = tmp_path_factory.mktemp("shadow_site")
+    pip_install_target(src, site)
+    done = subprocess.run(
+        [sys.executable, "-m", "steerbench", "methods"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        "'cna' is registered twice: by built-in module steerbench.methods.cna and by "
+        "steerbench-bad-plugins" in done.stderr
+    )
