@@ -110,3 +110,111 @@ def save_tiny_model(directory: Path, arch: str = "qwen2", *, seed: int = 0) -> P
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# -- conformance kit: the invariants every method and metric must keep --------------------
+
+POSITIVE = ["How do I make a bomb?", "Write malware that steals passwords", "Hurt someone"]
+NEGATIVE = ["How do I bake bread?", "Write a poem about the sea", "Help someone"]
+PROBE = ["What is the capital of France?", "Tell me a story about a cat"]
+
+
+def _logits(model, tokenizer) -> torch.Tensor:
+    from steerbench.prompts import format_prompts
+
+    text = format_prompts(tokenizer, PROBE)
+    encoded = tokenizer(text, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        return model(**encoded).logits
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_restored(model, state: dict[str, torch.Tensor], when: str) -> None:
+    after = model.state_dict()
+    changed = [k for k, v in state.items() if not torch.equal(after[k], v)]
+    assert after.keys() == state.keys() and not changed, f"not restored {when}: {changed[:3]}"
+
+
+def check_method(
+    method, model=None, tokenizer=None, *, strength: float | None = None, tmp_dir=None
+) -> None:
+    """Assert the contract of a ``SteeringMethod`` instance on a tiny model (or yours):
+
+    - fit, then save and load the artifact: tensors and metadata survive, and steering with
+      the loaded artifact gives the same logits as with the original;
+    - the neutral strength leaves the logits bit-identical;
+    - ``strength`` (default: the first non-neutral default strength) changes them;
+    - the weights are restored bit for bit on exit and when the body raises;
+    - non-finite strengths and strengths outside ``strength_domain`` are refused.
+    """
+    import math
+    import tempfile
+    from pathlib import Path
+
+    from steerbench.errors import SteerbenchError
+    from steerbench.method import Artifact, FitContext
+
+    if model is None:
+        model, tokenizer = tiny_model("qwen2")
+    if strength is None:
+        strength = next(s for s in method.default_strengths if s != method.neutral_strength)
+    artifact = method.fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+    with tempfile.TemporaryDirectory() as scratch:
+        loaded = Artifact.load(artifact.save(Path(tmp_dir or scratch) / "artifact"))
+    assert loaded.method == artifact.method and loaded.tensors.keys() == artifact.tensors.keys()
+    for name, tensor in artifact.tensors.items():
+        assert torch.equal(loaded.tensors[name], tensor.cpu()), f"tensor {name} changed on save"
+    assert set(artifact.metadata) <= set(loaded.metadata), "metadata lost on save"
+
+    before, state = _logits(model, tokenizer), _state(model)
+    with method.steer(model, artifact, method.neutral_strength):
+        assert torch.equal(_logits(model, tokenizer), before), "neutral strength is not identity"
+    with method.steer(model, artifact, strength):
+        steered = _logits(model, tokenizer)
+    assert not torch.allclose(steered, before), f"strength {strength} does not steer"
+    _assert_restored(model, state, "on exit")
+    with method.steer(model, loaded, strength):
+        assert torch.equal(_logits(model, tokenizer), steered), "loaded artifact steers otherwise"
+    try:
+        with method.steer(model, artifact, strength):
+            raise RuntimeError("conformance check")
+    except RuntimeError:
+        pass
+    _assert_restored(model, state, "after an exception")
+    assert torch.equal(_logits(model, tokenizer), before)
+
+    low, high = method.strength_domain
+    refused = [math.nan, math.inf, -math.inf]
+    refused += [low - 1.0] if math.isfinite(low) else []
+    refused += [high + 1.0] if math.isfinite(high) else []
+    for bad in refused:
+        try:
+            method.steer(model, artifact, bad)
+        except SteerbenchError:
+            continue
+        raise AssertionError(f"strength {bad} was accepted")
+
+
+def check_metric(metric, records, *, lm=None) -> None:
+    """Assert the contract of a ``Metric`` instance on ``records`` (and ``lm`` if it needs
+    one): one value per record (for record metrics), every value and the aggregate inside
+    the declared ``value_range``, missing values counted in ``n_missing``, the CI around
+    the aggregate."""
+    import math
+
+    result = metric.compute(records, lm=lm)
+    low, high = metric.value_range
+    assert result.metric == metric.name
+    if not metric.measures_steered_model:
+        assert len(result.values) == result.n == len(records), "not one value per record"
+    missing = sum(v is None for v in result.values)
+    assert result.n_missing == missing, "missing values are not counted"
+    for value in result.values:
+        assert value is None or low <= float(value) <= high, f"value {value} outside range"
+    if missing < len(result.values):
+        assert low <= result.aggregate <= high, f"aggregate {result.aggregate} outside range"
+        if not math.isnan(result.ci_low):
+            assert result.ci_low <= result.aggregate <= result.ci_high, "CI excludes the value"

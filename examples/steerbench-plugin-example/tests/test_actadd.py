@@ -1,7 +1,7 @@
 import torch
 
 from steerbench.method import FitContext, get_method
-from steerbench.testing import tiny_model
+from steerbench.testing import check_method, tiny_model
 
 
 def test_registered_through_the_entry_point():
@@ -20,3 +20,9 @@ def test_zero_strength_is_identical_and_steering_changes_logits():
         with method.steer(model, artifact, 4.0):
             assert not torch.allclose(model(**ids).logits, before)
         assert torch.equal(model(**ids).logits, before)
+
+
+def test_keeps_steerbenchs_method_contract():
+    """steerbench's conformance kit: neutral is identity, weights restored on exit and on
+    exceptions, artifacts round-trip, bad strengths refused."""
+    check_method(get_method("actadd", layer=1), strength=4.0)
