@@ -110,6 +110,27 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         if key not in raw:
             raise _fail(key, "is required")
 
+    config_name = raw.get("name", name)
+    if "name" in raw and (not isinstance(config_name, str) or not SAFE_NAME.fullmatch(config_name)):
+        raise _fail(
+            "name",
+            f"{config_name!r} is not a plain name (letters, digits, '.', '_', '-'; it names "
+            f"the results directory results/<name>)",
+        )
+    scalars = {
+        key: check_value(raw.get(key, default), kind, f"config key {key!r}")
+        for key, kind, default in (
+            ("device", str, "auto"),
+            ("dtype", str, "auto"),
+            ("seed", int, 0),
+            ("split_seed", int, 0),
+        )
+    }
+    from steerbench.device import resolve_dtype
+
+    if scalars["dtype"] != "auto":
+        resolve_dtype(scalars["dtype"], None)  # an unknown dtype fails here, not at load
+
     models = raw["models"]
     if isinstance(models, str):
         models = [models]
@@ -166,7 +187,7 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         **{f"evaluation.{k}": v for k, v in evaluation.items()},
     }.items():
         try:
-            load_prompts(str(spec), split_seed=int(raw.get("split_seed", 0)))
+            load_prompts(str(spec), split_seed=scalars["split_seed"])
         except SteerbenchError as err:
             raise _fail(key, str(err)) from err
 
@@ -199,26 +220,6 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
     limit = raw.get("evaluation_limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise _fail("evaluation_limit", f"must be a positive integer or null, got {limit!r}")
-    config_name = raw.get("name") or name
-    if not isinstance(config_name, str) or not SAFE_NAME.fullmatch(config_name):
-        raise _fail(
-            "name",
-            f"{config_name!r} is not a plain name (letters, digits, '.', '_', '-'; it names "
-            f"the results directory results/<name>)",
-        )
-    scalars = {
-        key: check_value(raw.get(key, default), kind, f"config key {key!r}")
-        for key, kind, default in (
-            ("device", str, "auto"),
-            ("dtype", str, "auto"),
-            ("seed", int, 0),
-            ("split_seed", int, 0),
-        )
-    }
-    from steerbench.device import resolve_dtype
-
-    if scalars["dtype"] != "auto":
-        resolve_dtype(scalars["dtype"], None)  # an unknown dtype fails here, not at load
     return BenchmarkConfig(
         name=config_name,
         models=models,

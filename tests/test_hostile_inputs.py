@@ -451,6 +451,7 @@ def test_null_prompts_are_skipped_not_the_text_none(tmp_path):
         ),
         ({"methods": [{"name": "caa", "strengths": [float("inf")]}]}, "finite"),
         ({"seed": "abc"}, "'seed' = 'abc' is not a valid int"),
+        ({"split_seed": "abc"}, "'split_seed' = 'abc' is not a valid int"),
         ({"generation": [1, 2]}, "'generation': must be a mapping"),
         ({"generation": {"max_new_tokens": float("nan")}}, "max_new_tokens = nan"),
         ({"evaluation_limit": True}, "evaluation_limit.*positive integer"),
