@@ -211,7 +211,10 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         metrics.append(MetricSpec(metric_name, options, sets))
 
     generation = check_fields(
-        GenerationSettings, _mapping(raw.get("generation") or {}, "generation"), "generation key"
+        GenerationSettings,
+        _mapping(raw.get("generation") or {}, "generation"),
+        "generation key",
+        sort_allowed=False,  # max_new_tokens first: the one people mean
     )
     GenerationSettings(**generation)  # ranges (max_new_tokens >= 1, ...)
     prompt_format = check_fields(

@@ -54,11 +54,15 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
-def check_fields(cls: type, params: dict[str, Any], what: str) -> dict[str, Any]:
+def check_fields(
+    cls: type, params: dict[str, Any], what: str, *, sort_allowed: bool = True
+) -> dict[str, Any]:
     """``params`` for dataclass ``cls``, each checked against its field's annotation;
-    ``what`` names them in errors (e.g. "hyper-parameter of method 'cna'")."""
+    ``what`` names them in errors (e.g. "hyper-parameter of method 'cna'"), which list the
+    allowed names sorted or, with ``sort_allowed=False``, in declaration order."""
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]  # in declaration order
+    known = [f.name for f in dataclasses.fields(cls)]
+    known = sorted(known) if sort_allowed else known
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise SteerbenchError(

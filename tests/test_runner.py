@@ -129,7 +129,7 @@ def test_sigkill_mid_run_loses_no_cell_and_duplicates_none(model_dir, tmp_path):
         ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: caa, cna"),
         ({"methods": [{"name": "cna", "strengths": [-1]}]}, "outside the domain"),
         ({"methods": [{"name": "cna", "params": {"k": 3}}]}, "unknown hyper-parameter"),
-        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: mmlu"),
+        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: lm-eval, mmlu"),
         ({"metrics": {"refusal": {"sets": ["nope"]}}}, "must list evaluation sets"),
         ({"evaluation": {"harmful": "no-such-set"}}, "evaluation.harmful.*unknown prompt set"),
         ({"generation": {"max_tokens": 3}}, "generation.*allowed: max_new_tokens"),
