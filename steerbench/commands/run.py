@@ -95,8 +95,8 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from steerbench.leaderboard import build
 
     sources = [Path(p) for p in (args.results or [])]
-    if not sources and not (Path(args.out) / "results").is_dir():
-        sources = sorted(p for p in Path("results").glob("*") if p.is_dir())
+    if not sources:  # this machine's runs, ahead of (and never replaced by) submissions
+        sources = sorted(p for p in Path("results").glob("*") if (p / "results.parquet").is_file())
     out = build(sources, Path(args.out))
     print(f"leaderboard written to {out}/README.md and {out}/index.html")
     return 0
