@@ -361,6 +361,14 @@ def tampered(cna_artifact, tmp_path, *, json_text=None, tensors=None):
     return directory
 
 
+def ablate_with(model: Path, artifact: Path) -> list[str]:
+    """``steerbench generate`` argv: two tokens from ``model`` with a CNA artifact at m = 0."""
+    return [
+        "generate", "--model", str(model), "--prompt", "hi", "--max-new-tokens", "2",
+        "--method", "cna", "--artifact", str(artifact), "--strength", "0",
+    ]  # fmt: skip
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
@@ -391,23 +399,7 @@ def test_tampered_artifacts_are_one_line(capsys, model_dir, cna_artifact, tmp_pa
         truncate(directory / "tensors.safetensors")
     else:
         directory = tampered(cna_artifact, tmp_path, **damage)
-    one_line_error(
-        capsys,
-        "generate",
-        "--model",
-        str(model_dir),
-        "--prompt",
-        "hi",
-        "--max-new-tokens",
-        "2",
-        "--method",
-        "cna",
-        "--artifact",
-        str(directory),
-        "--strength",
-        "0",
-        match=match,
-    )
+    one_line_error(capsys, *ablate_with(model_dir, directory), match=match)
 
 
 @pytest.mark.parametrize(
@@ -557,22 +549,6 @@ def test_an_artifact_of_another_model_of_the_same_shape_warns(
     from steerbench.cli import main
 
     with caplog.at_level("WARNING"):
-        code = main(
-            [
-                "generate",
-                "--model",
-                str(other),
-                "--prompt",
-                "hi",
-                "--max-new-tokens",
-                "2",
-                "--method",
-                "cna",
-                "--artifact",
-                str(cna_artifact),
-                "--strength",
-                "0",
-            ]
-        )
+        code = main(ablate_with(other, cna_artifact))
     assert code == 0
     assert "fitted on" in caplog.text and str(model_dir) in caplog.text
