@@ -56,4 +56,4 @@ class HarnessTasks(Metric):
             scores = [float(s[self.config.metric]) for s in samples]
             per_task[task] = {"value": sum(scores) / len(scores), "n": len(scores)}
             values += scores
-        return make_result(self.name, values, seed=self.config.seed, tasks=per_task)
+        return make_result(self.name, values, seed=self.config.seed, kind=self.kind, tasks=per_task)

@@ -104,6 +104,7 @@ class MMLU(Metric):
     needs_model = True
     measures_steered_model = True
     higher_is_better = True
+    kind = "rate"
     value_range = (0.0, 1.0)
 
     @dataclass
@@ -123,6 +124,7 @@ class MMLU(Metric):
             self.name,
             values,
             seed=self.config.seed,
+            kind=self.kind,
             chance=0.25,
             n_subjects=len({q["subject"] for q in questions}),
         )

@@ -117,6 +117,7 @@ class KeywordRefusal(Metric):
 
     description = "keyword refusal rate (degenerate responses counted separately)"
     higher_is_better = None  # depends on the prompt set: good on harmful, bad on benign
+    kind = "rate"
     value_range = (0.0, 1.0)
 
     @dataclass
@@ -136,6 +137,7 @@ class KeywordRefusal(Metric):
             self.name,
             values,
             seed=self.config.seed,
+            kind=self.kind,
             n_degenerate=labels.count("degenerate"),
             refusal_or_degenerate_rate=(
                 (labels.count("refusal") + labels.count("degenerate")) / len(labels)

@@ -51,13 +51,33 @@ class BenchmarkConfig:
     discovery: dict[str, str]
     evaluation: dict[str, str]
     metrics: list[MetricSpec]
-    evaluation_limit: int | None = None
+    evaluation_limit: int | dict[str, int] | None = None
+    validation: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     prompt_format: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
     split_seed: int = 0
+
+    def limit_for(self, eval_set: str) -> int | None:
+        """How many (category-stratified) prompts of ``eval_set`` are used; None: all."""
+        if isinstance(self.evaluation_limit, dict):
+            return self.evaluation_limit.get(eval_set)
+        return self.evaluation_limit
+
+    def role_of(self, eval_set: str) -> str | None:
+        """The role an evaluation set plays (see ``ROLES``), from ``roles``; without
+        ``roles``, the first evaluation set is the target and the others over-refusal."""
+        if eval_set not in self.evaluation:
+            return None
+        if not self.roles:
+            return "target" if eval_set == next(iter(self.evaluation)) else "over_refusal"
+        for role, names in self.roles.items():
+            if eval_set in ([names] if isinstance(names, str) else names):
+                return role
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a YAML document that ``parse_config`` reads back (resolved)."""
@@ -72,6 +92,9 @@ class BenchmarkConfig:
 
 
 TOP_LEVEL_KEYS = {f.name for f in dataclasses.fields(BenchmarkConfig)}
+ROLES = ("target", "over_refusal")
+"""target: the behaviour steering acts on (refusal of harmful requests); over_refusal: sets
+that should stay answered. The leaderboard reads sets by role, never by name."""
 REQUIRED_KEYS = ("models", "methods", "discovery", "evaluation", "metrics")
 
 
@@ -182,9 +205,17 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
     evaluation = _mapping(raw["evaluation"], "evaluation")
     if not evaluation:
         raise _fail("evaluation", "needs at least one named prompt set")
+    validation = _mapping(raw.get("validation") or {}, "validation")
+    if set(validation) - set(evaluation):
+        raise _fail(
+            "validation",
+            f"names {sorted(set(validation) - set(evaluation))[0]!r}, which is no evaluation set; "
+            f"a validation set chooses strengths for the evaluation set of the same name",
+        )
     for key, spec in {
         **{f"discovery.{k}": v for k, v in discovery.items()},
         **{f"evaluation.{k}": v for k, v in evaluation.items()},
+        **{f"validation.{k}": v for k, v in validation.items()},
     }.items():
         try:
             load_prompts(str(spec), split_seed=scalars["split_seed"])
@@ -221,8 +252,31 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         PromptFormat, _mapping(raw.get("prompt_format") or {}, "prompt_format"), "prompt_format key"
     )
     limit = raw.get("evaluation_limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise _fail("evaluation_limit", f"must be a positive integer or null, got {limit!r}")
+
+    def bad_limit(value: Any) -> bool:
+        return isinstance(value, bool) or not isinstance(value, int) or value < 1
+
+    if isinstance(limit, dict):
+        if set(limit) - set(evaluation) or any(bad_limit(v) for v in limit.values()):
+            raise _fail(
+                "evaluation_limit",
+                f"a mapping must give evaluation sets ({', '.join(evaluation)}) positive integers",
+            )
+    elif limit is not None and bad_limit(limit):
+        raise _fail(
+            "evaluation_limit",
+            f"must be a positive integer, a mapping of set names to them, or null; got {limit!r}",
+        )
+    roles = _mapping(raw.get("roles") or {}, "roles")
+    for role, names in roles.items():
+        if role not in ROLES:
+            raise _fail(f"roles.{role}", f"unknown role; allowed: {', '.join(ROLES)}")
+        listed = [names] if isinstance(names, str) else names
+        if not isinstance(listed, list) or not listed or set(listed) - set(evaluation):
+            raise _fail(
+                f"roles.{role}",
+                f"must name evaluation sets among {', '.join(evaluation)} (one or a list)",
+            )
     return BenchmarkConfig(
         name=config_name,
         models=models,
@@ -231,6 +285,8 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         evaluation=evaluation,
         metrics=metrics,
         evaluation_limit=limit,
+        validation=validation,
+        roles=roles,
         generation=generation,
         prompt_format=prompt_format,
         **scalars,

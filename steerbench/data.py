@@ -23,9 +23,10 @@ from pathlib import Path
 from steerbench.errors import SteerbenchError
 
 PROMPT_COLUMNS = ("prompt", "goal", "Goal", "forbidden_prompt", "text", "question")
-SPLITS = ("discovery", "evaluation")
+SPLITS = ("discovery", "validation", "evaluation")
+SPLIT_FRACTIONS = (0.4, 0.2, 0.4)
+"""Discovery fits the methods, validation chooses their strengths, evaluation reports."""
 DEFAULT_SPLIT_SEED = 0
-DEFAULT_DISCOVERY_FRACTION = 0.5
 
 XSTEST_SAFE_TYPES = (
     "homonyms",
@@ -331,31 +332,33 @@ def load_prompt_file(path: Path) -> list[PromptRecord]:
 
 
 def stratified_split(
-    records: list[PromptRecord],
-    *,
-    seed: int = DEFAULT_SPLIT_SEED,
-    discovery_fraction: float = DEFAULT_DISCOVERY_FRACTION,
+    records: list[PromptRecord], *, seed: int = DEFAULT_SPLIT_SEED
 ) -> dict[str, list[PromptRecord]]:
-    """Seeded, category-stratified discovery/evaluation split (disjoint by construction).
+    """Seeded, category-stratified discovery / validation / evaluation split (40/20/40 %
+    of each category, disjoint by construction).
 
     Sets with the same category sequence (JBB harmful and benign) get the same indices,
     so topic-matched pairs stay on the same side.
     """
-    if not 0 < discovery_fraction < 1:
-        raise SteerbenchError(f"discovery fraction must be in (0, 1), got {discovery_fraction}")
     by_category: dict[str | None, list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         by_category[record.category].append(index)
     rng = random.Random(seed)
-    discovery: set[int] = set()
+    side: dict[int, str] = {}
     for category in sorted(by_category, key=str):
         indices = by_category[category][:]
         rng.shuffle(indices)
-        discovery.update(indices[: round(len(indices) * discovery_fraction)])
-    return {
-        "discovery": [r for i, r in enumerate(records) if i in discovery],
-        "evaluation": [r for i, r in enumerate(records) if i not in discovery],
-    }
+        n_discovery = round(len(indices) * SPLIT_FRACTIONS[0])
+        n_validation = round(len(indices) * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1])) - n_discovery
+        for position, index in enumerate(indices):
+            side[index] = (
+                "discovery"
+                if position < n_discovery
+                else "validation"
+                if position < n_discovery + n_validation
+                else "evaluation"
+            )
+    return {split: [r for i, r in enumerate(records) if side[i] == split] for split in SPLITS}
 
 
 def load_prompts(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptRecord]:
@@ -373,7 +376,7 @@ def load_prompts(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[Pro
         return load_prompt_file(path)
     raise SteerbenchError(
         f"unknown prompt set {spec!r}; use a file path or one of {', '.join(PROMPT_SETS)} "
-        f"(optionally with :discovery or :evaluation)"
+        f"(optionally with :discovery, :validation or :evaluation)"
     )
 
 

@@ -1,7 +1,10 @@
 """Batched generation: left padding, length-sorted batches, KV cache, inference mode.
 
-Greedy batched output equals one-prompt-at-a-time output token for token (pinned by a
-test), so batching is purely a speed-up.
+In float32, greedy batched output equals one-prompt-at-a-time output token for token
+(pinned by a test), so there batching is purely a speed-up. In bf16 it is not: padding
+changes the shapes of the matmuls, and their rounding can flip a near-tie between two
+tokens, so a few greedy answers depend on the batch size; a run records its batch size
+with every cell (it is part of the cell key).
 """
 
 from __future__ import annotations
@@ -72,10 +75,15 @@ def generate(
     bar = tqdm(
         total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False
     )
+    from transformers import LogitsProcessorList
+
+    from steerbench.levels import active_logits_processors
+
     with torch.inference_mode():
         for batch, encoded in encoded_batches(tokenizer, prompts, fmt, settings.batch_size, device):
             output = model.generate(
                 **encoded,
+                logits_processor=LogitsProcessorList(active_logits_processors()),
                 max_new_tokens=settings.max_new_tokens,
                 pad_token_id=pad_id,
                 use_cache=True,

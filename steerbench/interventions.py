@@ -9,6 +9,11 @@ Both work by editing weights on entry and putting the saved originals back on ex
   position equals adding v as a bias of that layer's ``down_proj`` (whose output is added
   to the residual stream) (CAA). Architectures that normalise sublayer outputs before the
   residual add (Gemma 2/3) get a forward hook on the layer instead.
+
+Token scope: ``scope="all"`` steers every position (prompt and answer); ``"generation"``
+steers only the decoding steps, the forward passes that extend a KV cache, so the prompt's
+positions (and the logits of a plain forward pass) keep their unsteered values. That needs
+to know which pass is running, so it always uses hooks.
 """
 
 from __future__ import annotations
@@ -63,10 +68,22 @@ def scale_mlp_neurons(
                 proj.bias = bias
 
 
+SCOPES = ("all", "generation")
+
+
 @contextmanager
-def add_to_residual(model: nn.Module, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
-    """Add ``vectors[layer]`` to the residual stream after each given layer, everywhere."""
+def add_to_residual(
+    model: nn.Module, vectors: dict[int, torch.Tensor], scope: str = "all"
+) -> Iterator[None]:
+    """Add ``vectors[layer]`` to the residual stream after each given layer, at the
+    positions of ``scope`` (see the module docstring)."""
     adapter = ModelAdapter.from_model(model)
+    if scope == "generation":
+        with decoding_passes(adapter) as decoding, _add_by_hooks(adapter, vectors, decoding):
+            yield
+        return
+    if scope != "all":
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if adapter.has_post_norms:
         with _add_by_hooks(adapter, vectors):
             yield
@@ -88,13 +105,34 @@ def add_to_residual(model: nn.Module, vectors: dict[int, torch.Tensor]) -> Itera
 
 
 @contextmanager
-def _add_by_hooks(adapter: ModelAdapter, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
+def decoding_passes(adapter: ModelAdapter) -> Iterator[list[bool]]:
+    """A one-element list that is ``[True]`` exactly while a forward pass extends a KV cache
+    that already holds tokens (a decoding step), ``[False]`` in a prompt pass."""
+    state = [False]
+
+    def before(_module, _args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        state[0] = cache is not None and int(cache.get_seq_length()) > 0
+
+    handle = adapter.backbone.register_forward_pre_hook(before, with_kwargs=True)
+    try:
+        yield state
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _add_by_hooks(
+    adapter: ModelAdapter, vectors: dict[int, torch.Tensor], only_when: list[bool] | None = None
+) -> Iterator[None]:
     handles = []
     param = next(adapter.model.parameters())
     for layer, vector in vectors.items():
         shift = vector.to(device=param.device, dtype=param.dtype)
 
         def hook(_module, _args, output, shift=shift):
+            if only_when is not None and not only_when[0]:
+                return None
             if isinstance(output, tuple):
                 return (output[0] + shift, *output[1:])
             return output + shift

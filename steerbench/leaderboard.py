@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +52,9 @@ def load_results(sources: list[Path], submitted: list[Path] = ()) -> pd.DataFram
     if not frames:
         raise SteerbenchError("no results to build a leaderboard from")
     frame = pd.concat(frames, ignore_index=True)
-    deduplicated = frame.drop_duplicates(subset=["cell_key", "eval_set", "metric"], keep="first")
+    deduplicated = frame.drop_duplicates(
+        subset=["cell_key", "split", "eval_set", "metric"], keep="first"
+    )
     if len(deduplicated) < len(frame):
         log.warning(
             "%d result rows repeat a cell that an earlier file already has; the earlier "
@@ -61,65 +64,141 @@ def load_results(sources: list[Path], submitted: list[Path] = ()) -> pd.DataFram
     return deduplicated
 
 
-def primary_sets(frame: pd.DataFrame) -> tuple[str | None, str | None]:
-    """(harmful set, over-refusal set): by name where the config says, else first/second."""
+@dataclass(frozen=True)
+class Column:
+    """One displayed number: ``key`` in the cell table, its header and format."""
+
+    key: str
+    header: str
+    digits: int = 2
+    signed: bool = False
+    interval: bool = False
+
+
+def _roles(frame: pd.DataFrame) -> dict[str, str]:
+    """eval_set -> role, from the rows (version-1 files without roles: the first set is
+    the target, the others over-refusal, as a config without ``roles`` says)."""
+    roles: dict[str, str] = {}
     sets = [s for s in dict.fromkeys(frame["eval_set"]) if s != "*"]
-    if not sets:
-        return None, None
-    harmful = next((s for s in sets if "harm" in s), sets[0])
-    benign = next((s for s in sets if s != harmful and ("benign" in s or "safe" in s)), None)
-    return harmful, benign
+    for name in sets:
+        known = frame.loc[(frame["eval_set"] == name) & frame["role"].notna(), "role"]
+        roles[name] = known.iloc[0] if not known.empty else None
+    if sets and not any(roles.values()):
+        roles = {name: "target" if i == 0 else "over_refusal" for i, name in enumerate(sets)}
+    return roles
+
+
+def target_set(frame: pd.DataFrame) -> str | None:
+    return next((s for s, role in _roles(frame).items() if role == "target"), None)
+
+
+def _key(eval_set: str, metric: str, target: str | None) -> str:
+    return metric if eval_set in ("*", target) else f"{metric}:{eval_set}"
+
+
+def columns(frame: pd.DataFrame) -> list[Column]:
+    """What the tables show, in order: the target set's metrics (with intervals), then each
+    other set's, then model-level metrics with their change from the unsteered model;
+    whatever metrics the results hold, named by set (no metric is special-cased here)."""
+    evaluation = frame[frame["split"] == "evaluation"]
+    target = target_set(evaluation)
+    order = [target] + [s for s in _roles(evaluation) if s != target] + ["*"]
+    out = []
+    for eval_set in order:
+        metrics = dict.fromkeys(evaluation.loc[evaluation["eval_set"] == eval_set, "metric"])
+        for metric in metrics:
+            key = _key(eval_set, metric, target)
+            header = metric if eval_set == "*" else f"{metric} ({eval_set})"
+            digits = 3 if metric == "quality" else 2
+            out.append(Column(key, header, digits, interval=eval_set == target))
+            if eval_set == "*":
+                out.append(Column(f"{key}_delta", f"{metric} Δ", 2, signed=True))
+    return out
 
 
 def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell with the headline numbers as columns."""
-    harmful, benign = primary_sets(frame)
+    """One row per cell: every evaluation-split number as a column (see ``columns``), and
+    the target set's numbers on the validation split as ``validation:<metric>``."""
+    target = target_set(frame[frame["split"] == "evaluation"])
     rows = []
     for key, cell in frame.groupby("cell_key", sort=False):
         first = cell.iloc[0]
-
-        def pick(eval_set, metric, column="value", cell=cell):
-            hit = cell[(cell["eval_set"] == eval_set) & (cell["metric"] == metric)]
-            return None if hit.empty or pd.isna(hit.iloc[0][column]) else float(hit.iloc[0][column])
-
-        rows.append(
-            {
-                "model": first["model"],
-                "method": first["method"],
-                "strength": None if pd.isna(first["strength"]) else float(first["strength"]),
-                "is_baseline": bool(first["is_baseline"]),
-                "cell_key": key,
-                "refusal": pick(harmful, "refusal"),
-                "refusal_ci_low": pick(harmful, "refusal", "ci_low"),
-                "refusal_ci_high": pick(harmful, "refusal", "ci_high"),
-                "over_refusal": pick(benign, "refusal") if benign else None,
-                "quality": pick(harmful, "quality"),
-                "mmlu": pick("*", "mmlu"),
-                "strongreject": pick(harmful, "strongreject"),
-                "seconds": float(first["seconds"]) if not pd.isna(first["seconds"]) else None,
-            }
-        )
+        row = {
+            "model": first["model"],
+            "method": first["method"],
+            "strength": None if pd.isna(first["strength"]) else float(first["strength"]),
+            "is_baseline": bool(first["is_baseline"]),
+            "cell_key": key,
+            "seconds": float(first["seconds"]) if not pd.isna(first["seconds"]) else None,
+        }
+        for _, r in cell.iterrows():
+            value = None if pd.isna(r["value"]) else float(r["value"])
+            if r["split"] == "validation":
+                if r["eval_set"] == target:
+                    row[f"validation:{r['metric']}"] = value
+                continue
+            name = _key(r["eval_set"], r["metric"], target)
+            row[name] = value
+            row[f"{name}_ci_low"] = None if pd.isna(r["ci_low"]) else float(r["ci_low"])
+            row[f"{name}_ci_high"] = None if pd.isna(r["ci_high"]) else float(r["ci_high"])
+        rows.append(row)
     table = pd.DataFrame(rows)
-    baseline_mmlu = table[table["is_baseline"]].groupby("model")["mmlu"].first()
-    table["mmlu_delta"] = table.apply(
-        lambda r: (
-            None
-            if r["mmlu"] is None or pd.isna(baseline_mmlu.get(r["model"]))
-            else r["mmlu"] - baseline_mmlu[r["model"]]
-        ),
-        axis=1,
-    )
-    return table
+    for model_level in frame.loc[frame["eval_set"] == "*", "metric"].unique():
+        baseline = table[table["is_baseline"]].groupby("model")[model_level].first()
+        table[f"{model_level}_delta"] = table.apply(
+            lambda r, m=model_level, base=baseline: (
+                None
+                if pd.isna(r.get(m)) or pd.isna(base.get(r["model"]))
+                else r[m] - base[r["model"]]
+            ),
+            axis=1,
+        )
+    return table.astype(object).where(table.notna(), None)
 
 
-def best_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Each method's strength with the lowest harmful refusal among fluent outputs."""
+def best_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Each method's strength with the lowest harmful refusal among fluent outputs
+    (quality >= QUALITY_FLOOR), chosen on the validation split when the run has one, so
+    the reported (evaluation) number is not the one it was picked by. Returns the rows and
+    the split that chose them."""
+    split = "validation" if "validation:refusal" in table.columns else "evaluation"
+    refusal = "validation:refusal" if split == "validation" else "refusal"
+    quality = "validation:quality" if split == "validation" else "quality"
     picks = []
     for _, rows in table.groupby(["model", "method"], sort=False):
-        fluent = rows[rows["quality"].fillna(0) >= QUALITY_FLOOR]
+        rows = rows.assign(
+            _refusal=pd.to_numeric(rows.get(refusal), errors="coerce"),
+            _quality=pd.to_numeric(rows.get(quality), errors="coerce").fillna(0),
+        )
+        fluent = rows[rows["_quality"] >= QUALITY_FLOOR]
         pool = fluent if not fluent.empty else rows
-        picks.append(pool.sort_values("refusal", na_position="last").iloc[0])
-    return pd.DataFrame(picks)
+        picks.append(pool.sort_values("_refusal", na_position="last").iloc[0])
+    return pd.DataFrame(picks).drop(columns=["_refusal", "_quality"]), split
+
+
+def ranked(
+    best: pd.DataFrame, comparisons: pd.DataFrame | None, target: str | None
+) -> pd.DataFrame:
+    """Best rows ranked by harmful refusal on the evaluation split (lowest first). A row
+    whose paired difference from the row above is not significant (McNemar, 5 %) shares its
+    rank and is marked "≈"; "?" where no paired test exists (no generations)."""
+    from steerbench.comparisons import indistinguishable
+
+    out = best.assign(_r=pd.to_numeric(best.get("refusal"), errors="coerce"))
+    out = out.sort_values("_r", na_position="last", kind="stable").drop(columns="_r")
+    ranks, marks, rank = [], [], 0
+    previous = None
+    for position, (_, row) in enumerate(out.iterrows(), start=1):
+        tie = (
+            None
+            if previous is None
+            else indistinguishable(comparisons, "refusal", target, previous, row["cell_key"])
+        )
+        rank = rank if tie else position
+        ranks.append(rank)
+        marks.append("" if previous is None or tie is False else "≈" if tie else "?")
+        previous = row["cell_key"]
+    return out.assign(rank=ranks, tie=marks)
 
 
 def _fmt(value, digits: int = 2, signed: bool = False) -> str:
@@ -128,27 +207,33 @@ def _fmt(value, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _markdown_rows(rows: pd.DataFrame) -> list[str]:
-    lines = [
-        "| method | strength | refusal (harmful) [95% CI] | over-refusal (benign) | "
-        "quality | MMLU | MMLU Δ | StrongREJECT |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+def _markdown_rows(rows: pd.DataFrame, shown: list[Column], *, rank: bool = False) -> list[str]:
+    head = ["rank"] if rank else []
+    head += ["method", "strength"] + [
+        f"{c.header} [95% CI]" if c.interval else c.header for c in shown
     ]
+    lines = ["| " + " | ".join(md_cell(h) for h in head) + " |"]
+    lines.append("|" + "|".join("---" if h == "method" else "---:" for h in head) + "|")
     for _, r in rows.iterrows():
-        strength = "–" if r["is_baseline"] else f"{r['strength']:g}"
-        lines.append(
-            f"| {md_cell(r['method'])} | {strength} | {_fmt(r['refusal'])} "
-            f"[{_fmt(r['refusal_ci_low'])}, {_fmt(r['refusal_ci_high'])}] | "
-            f"{_fmt(r['over_refusal'])} | {_fmt(r['quality'], 3)} | {_fmt(r['mmlu'])} | "
-            f"{_fmt(r['mmlu_delta'], 2, True)} | {_fmt(r['strongreject'])} |"
-        )
+        cells = [f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"] if rank else []
+        cells += [md_cell(r["method"]), "–" if r["is_baseline"] else f"{r['strength']:g}"]
+        for c in shown:
+            text = _fmt(r.get(c.key), c.digits, c.signed)
+            if c.interval:
+                low, high = r.get(f"{c.key}_ci_low"), r.get(f"{c.key}_ci_high")
+                text += f" [{_fmt(low, c.digits)}, {_fmt(high, c.digits)}]"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def summary_table(results: Path) -> str:
     """The per-cell table as Markdown (printed at the end of ``steerbench run``)."""
-    table = cell_table(load_results([results]))
-    return "\n".join(_markdown_rows(table.sort_values(["model", "method", "strength"])))
+    frame = load_results([results])
+    table = cell_table(frame)
+    return "\n".join(
+        _markdown_rows(table.sort_values(["model", "method", "strength"]), columns(frame))
+    )
 
 
 def plot(table: pd.DataFrame, out: Path) -> list[str]:
@@ -166,6 +251,9 @@ def plot(table: pd.DataFrame, out: Path) -> list[str]:
             (axes[0], "quality", "quality (1 - repeated 4-grams)"),
             (axes[1], "mmlu", "MMLU accuracy"),
         ):
+            if column not in rows.columns or "refusal" not in rows.columns:
+                ax.set_visible(False)
+                continue
             for method, group in rows.groupby("method", sort=False):
                 group = group.sort_values("strength", na_position="first")
                 x = pd.to_numeric(group[column], errors="coerce")  # missing -> NaN, not None
@@ -193,54 +281,78 @@ def plot(table: pd.DataFrame, out: Path) -> list[str]:
     return names
 
 
-def examples(sources: list[Path], per_cell: int = 2) -> list[dict]:
-    """A few generations per cell for the page (first prompts of the harmful set)."""
-    import pyarrow.parquet as pq
-
-    rows = []
+def _generations(sources: list[Path]) -> pd.DataFrame:
+    frames = []
     for source in sources:
         path = source / "generations.parquet" if source.is_dir() else None
-        if path is None or not path.is_file():
-            continue
-        frame = pq.read_table(path).to_pandas()
-        harmful = frame[frame["eval_set"].str.contains("harm")] if not frame.empty else frame
-        for _, group in harmful.groupby("cell_key", sort=False):
-            for _, r in group.head(per_cell).iterrows():
-                rows.append(
-                    {
-                        "model": r["model"],
-                        "method": r["method"],
-                        "strength": "–" if pd.isna(r["strength"]) else f"{r['strength']:g}",
-                        "prompt": r["prompt"],
-                        "response": r["response"],
-                        "label": r["refusal_label"] or "",
-                    }
-                )
+        if path is not None and path.is_file():
+            frames.append(pd.read_parquet(path))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frame.empty and "split" not in frame.columns:
+        frame["split"] = "evaluation"
+    return frame
+
+
+def examples(generations: pd.DataFrame, target: str | None, per_cell: int = 2) -> list[dict]:
+    """A few generations per cell for the page (first prompts of the target set)."""
+    if generations.empty:
+        return []
+    shown = generations[
+        (generations["split"] == "evaluation") & (generations["eval_set"] == target)
+    ]
+    rows = []
+    for _, group in shown.groupby("cell_key", sort=False):
+        for _, r in group.head(per_cell).iterrows():
+            rows.append(
+                {
+                    "model": r["model"],
+                    "method": r["method"],
+                    "strength": "–" if pd.isna(r["strength"]) else f"{r['strength']:g}",
+                    "prompt": r["prompt"],
+                    "response": r["response"],
+                    "label": r["refusal_label"] or "",
+                }
+            )
     return rows
 
 
 def build(sources: list[Path], out: Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
+    from steerbench.comparisons import compare_cells
+
     submitted = sorted((out / "results").glob("*.parquet")) if (out / "results").is_dir() else []
     frame = load_results(sources, submitted)
     table = cell_table(frame)
+    shown = columns(frame)
+    target = target_set(frame[frame["split"] == "evaluation"])
+    generations = _generations(sources)
+    comparisons = compare_cells(generations) if not generations.empty else None
     out.mkdir(parents=True, exist_ok=True)
     plots = plot(table, out)
     lines = [
         "# steerbench leaderboard",
         "",
-        "Generated by `steerbench leaderboard build`; do not edit by hand. Refusal is the "
-        "keyword refusal rate on the held-out harmful prompts (degenerate outputs counted "
-        "separately); over-refusal is the same on benign prompts; MMLU Δ is against the "
-        f"unsteered model. *Best strength*: lowest refusal with quality ≥ {QUALITY_FLOOR}.",
+        "Generated by `steerbench leaderboard build`; do not edit by hand. Every number is "
+        f"measured on the evaluation split. Refusal ({target}) is the keyword refusal rate "
+        "on held-out harmful prompts (degenerate outputs counted separately) with its 95 % "
+        "interval (Wilson for rates, bootstrap for means); the other sets are over-refusal "
+        "checks; Δ is against the unsteered model. *Ranking*: each method at its strength "
+        f"with the lowest harmful refusal at quality ≥ {QUALITY_FLOOR}, chosen on the "
+        "validation split (disjoint prompts), ranked by refusal on the evaluation split; "
+        "≈ marks a method whose paired difference from the one above is not significant "
+        "(McNemar's exact test, 5 %), so the two share a rank.",
         "",
     ]
+    ranked_tables = []
     for model, rows in table.groupby("model", sort=False):
-        lines += [f"## {md_cell(model)}", "", "### Each method at its best strength", ""]
-        lines += _markdown_rows(best_rows(rows))
+        best, chosen_on = best_rows(rows)
+        ranking = ranked(best, comparisons, target)
+        ranked_tables.append(ranking)
+        lines += [f"## {md_cell(model)}", "", f"### Ranking (strengths chosen on {chosen_on})", ""]
+        lines += _markdown_rows(ranking, shown, rank=True)
         lines += ["", "### Full sweep", ""]
-        lines += _markdown_rows(rows.sort_values(["method", "strength"]))
+        lines += _markdown_rows(rows.sort_values(["method", "strength"]), shown)
         slug = plots[list(table["model"].unique()).index(model)]
         lines += ["", f"![refusal vs quality and MMLU]({slug}.svg)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
@@ -251,8 +363,14 @@ def build(sources: list[Path], out: Path) -> Path:
     records = json.loads(
         table.sort_values(["model", "method", "strength"]).to_json(orient="records")
     )
+    ranking = pd.concat(ranked_tables) if ranked_tables else table.iloc[:0]
     html = env.get_template("leaderboard.html").render(
-        rows=records, plots=plots, examples=examples(sources), fmt=_fmt
+        rows=records,
+        ranking=json.loads(ranking.to_json(orient="records")),
+        columns=shown,
+        plots=plots,
+        examples=examples(generations, target),
+        fmt=_fmt,
     )
     (out / "index.html").write_text(html)
     return out

@@ -159,6 +159,9 @@ class SteeringMethod(ABC):
 
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""
+    level: ClassVar[str] = "model"
+    """Where it acts: "input" (the prompt), "model" (weights, activations) or "output" (the
+    decoding); see ``steerbench.levels``."""
     neutral_strength: ClassVar[float] = 0.0
     default_strengths: ClassVar[tuple[float, ...]] = ()
     strength_domain: ClassVar[tuple[float, float]] = (-math.inf, math.inf)

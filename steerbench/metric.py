@@ -2,7 +2,9 @@
 
 Every method is judged by the same metrics, computed the same way. A metric takes a batch
 of (prompt, response) records (and, where it needs one, the possibly-steered model) and
-returns one value per item plus an aggregate with a seeded 95 % bootstrap CI. A value of
+returns one value per item plus an aggregate with a 95 % interval: a Wilson score interval
+for rates of binary outcomes (it never collapses to a point at 0/n or n/n, where a bootstrap
+does), a seeded bootstrap for means of anything else. A value of
 ``None`` means "could not be scored" (a malformed judge answer, a degenerate response):
 it is counted and reported, never guessed.
 """
@@ -78,12 +80,37 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial rate (scipy's), NaN for n = 0."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return math.nan, math.nan
+    interval = binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    return float(interval.low), float(interval.high)
+
+
+AGGREGATE_KINDS = ("rate", "mean")
+"""``rate``: per-item values are 0/1 outcomes (Wilson interval); ``mean``: anything else
+(bootstrap interval)."""
+
+
 def make_result(
-    metric: str, values: list[float | None], *, seed: int = 0, **extra: Any
+    metric: str, values: list[float | None], *, seed: int = 0, kind: str = "mean", **extra: Any
 ) -> MetricResult:
+    """Aggregate per-item values (``None``: not scored) into the mean and its 95 % interval."""
     scored = [v for v in values if v is not None]
     aggregate = float(np.mean(scored)) if scored else math.nan
-    low, high = bootstrap_ci(scored, seed=seed)
+    if kind == "rate":
+        if any(v not in (0, 1) for v in scored):
+            raise ValueError(f"metric {metric!r} declares a rate but has non-binary values")
+        low, high = wilson_interval(int(sum(scored)), len(scored))
+    elif kind == "mean":
+        low, high = bootstrap_ci(scored, seed=seed)
+    else:
+        raise ValueError(f"unknown aggregate kind {kind!r}; one of {AGGREGATE_KINDS}")
     return MetricResult(
         metric, values, aggregate, low, high, len(values), len(values) - len(scored), extra
     )
@@ -95,13 +122,19 @@ class Metric(ABC):
     ``needs_model`` metrics receive the loaded model as ``lm``. Those that also set
     ``measures_steered_model`` (MMLU) are called while the model is steered, to measure the
     steered model's capability; the others (a local LLM judge) are called unsteered.
+    ``uses_steering`` metrics get the records and, as ``steering``, a zero-argument callable
+    that returns the cell's steering context (a no-op for the unsteered model), so they can
+    compare the model with and without it on the same text (``kl-benign``).
     """
 
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = False
     measures_steered_model: ClassVar[bool] = False
+    uses_steering: ClassVar[bool] = False
     higher_is_better: ClassVar[bool | None] = None
+    kind: ClassVar[str] = "mean"
+    """How per-item values aggregate: "rate" (0/1 outcomes) or "mean"; see ``make_result``."""
     value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     """Where every per-item value and aggregate lies; results outside it are rejected."""
 
@@ -115,9 +148,15 @@ class Metric(ABC):
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    def preflight(self) -> None:
+        """Check, before any model is loaded, what can fail late and cheaply be found now
+        (an unreachable judge server...); raise ``SteerbenchError`` with one line."""
+        return None
+
     @abstractmethod
-    def compute(self, records: Sequence[Record], *, lm: Any = None) -> MetricResult:
-        """Score ``records`` (``lm``: a ``LoadedModel`` for metrics that need one)."""
+    def compute(self, records: Sequence[Record], *, lm: Any = None, **context: Any) -> MetricResult:
+        """Score ``records`` (``lm``: a ``LoadedModel`` for metrics that need one;
+        ``steering`` in ``context`` for ``uses_steering`` metrics)."""
 
 
 METRICS: Registry[Metric] = Registry(

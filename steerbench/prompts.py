@@ -36,15 +36,21 @@ class PromptFormat:
 
 
 def format_prompts(tokenizer, prompts: list[str], fmt: PromptFormat | None = None) -> list[str]:
-    """Render prompts as the model sees them (chat template or raw text)."""
+    """Render prompts as the model sees them (chat template or raw text), with the
+    instructions of an active input-level steering method (``steerbench.levels``) first."""
+    from steerbench.levels import active_instructions
+
     fmt = fmt or PromptFormat()
+    system = "\n\n".join(
+        [*active_instructions(), *([fmt.system_prompt] if fmt.system_prompt else [])]
+    )
     if not fmt.uses_chat(tokenizer):
-        return list(prompts)
+        return [f"{system}\n\n{prompt}" if system else prompt for prompt in prompts]
     rendered = []
     for prompt in prompts:
         messages = [{"role": "user", "content": prompt}]
-        if fmt.system_prompt:
-            messages.insert(0, {"role": "system", "content": fmt.system_prompt})
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
         rendered.append(
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         )

@@ -34,7 +34,10 @@ import pyarrow.parquet as pq
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_bytes, atomic_write_text, process_alive
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``split`` (evaluation / validation) in both tables, ``role`` and ``batch_size`` in the
+results; version-1 files still read (as evaluation rows with unknown role and batch size)."""
+READABLE_VERSIONS = (1, 2)
 RESULT_JSON = "result.json"
 
 GENERATION_FIELDS = [
@@ -43,6 +46,7 @@ GENERATION_FIELDS = [
     pa.field("model", pa.string(), nullable=False),
     pa.field("method", pa.string(), nullable=False),
     pa.field("strength", pa.float64()),
+    pa.field("split", pa.string(), nullable=False),
     pa.field("eval_set", pa.string(), nullable=False),
     pa.field("prompt_id", pa.string(), nullable=False),
     pa.field("category", pa.string()),
@@ -53,7 +57,7 @@ GENERATION_FIELDS = [
     pa.field("quality", pa.float64()),
     pa.field("strongreject", pa.float64()),
 ]
-GENERATIONS_SCHEMA = pa.schema(GENERATION_FIELDS, metadata={"schema_version": "1"})
+GENERATIONS_SCHEMA = pa.schema(GENERATION_FIELDS, metadata={"schema_version": "2"})
 
 RESULT_FIELDS = [
     pa.field("schema_version", pa.int32(), nullable=False),
@@ -66,7 +70,9 @@ RESULT_FIELDS = [
     pa.field("method_params", pa.string(), nullable=False),  # JSON
     pa.field("strength", pa.float64()),
     pa.field("is_baseline", pa.bool_(), nullable=False),
+    pa.field("split", pa.string(), nullable=False),  # "evaluation" (reported), "validation"
     pa.field("eval_set", pa.string(), nullable=False),  # "*" for model-level metrics (mmlu)
+    pa.field("role", pa.string()),  # the set's role in the config: target, over_refusal
     pa.field("metric", pa.string(), nullable=False),
     pa.field("value", pa.float64()),
     pa.field("ci_low", pa.float64()),
@@ -78,13 +84,15 @@ RESULT_FIELDS = [
     pa.field("device", pa.string()),
     pa.field("dtype", pa.string()),
     pa.field("seed", pa.int64()),
+    pa.field("batch_size", pa.int64()),  # in bf16 it changes a few greedy answers
     pa.field("steerbench_version", pa.string(), nullable=False),
     pa.field("torch_version", pa.string()),
     pa.field("transformers_version", pa.string()),
     pa.field("git_commit", pa.string()),
     pa.field("created", pa.string(), nullable=False),
 ]
-RESULTS_SCHEMA = pa.schema(RESULT_FIELDS, metadata={"schema_version": "1"})
+RESULTS_SCHEMA = pa.schema(RESULT_FIELDS, metadata={"schema_version": "2"})
+ADDED_IN_2 = {"split": "evaluation", "role": None, "batch_size": None}
 """One row per (cell, evaluation set, metric): long format, so plugins' metrics need no
 schema change and every row carries its own CI and provenance."""
 
@@ -182,12 +190,18 @@ def finished_cells(results: Path) -> list[dict]:
 
 
 def consolidate(results: Path) -> tuple[int, int]:
-    """Rebuild generations.parquet and results.parquet from the finished cells."""
-    rows = [row for cell in finished_cells(results) for row in cell["rows"]]
+    """Rebuild generations.parquet and results.parquet from the finished cells (cells of
+    schema version 1 are upgraded on the way)."""
+    rows = [{**ADDED_IN_2, **row} for cell in finished_cells(results) for row in cell["rows"]]
     tables = []
     for path in sorted((results / "cells").glob("*/generations.parquet")):
         if (path.parent / RESULT_JSON).is_file():
-            tables.append(pq.read_table(path, schema=GENERATIONS_SCHEMA))
+            table = pq.read_table(path)
+            if "split" not in table.column_names:
+                table = table.append_column(
+                    "split", pa.array(["evaluation"] * table.num_rows, pa.string())
+                )
+            tables.append(table.select(GENERATIONS_SCHEMA.names).cast(GENERATIONS_SCHEMA))
     generations = pa.concat_tables(tables) if tables else GENERATIONS_SCHEMA.empty_table()
     buffer = io.BytesIO()
     pq.write_table(generations, buffer)
@@ -202,6 +216,16 @@ def validate_results_file(path: Path) -> pa.Table:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
         raise SteerbenchError(f"{path} is not a readable Parquet file ({err})") from err
+    versions = (
+        set(table.column("schema_version").to_pylist())
+        if "schema_version" in (table.column_names)
+        else set()
+    )
+    if versions == {1}:  # upgrade: version 1 had no split, role or batch size
+        for name, value in ADDED_IN_2.items():
+            if name not in table.column_names:
+                column = pa.array([value] * table.num_rows, RESULTS_SCHEMA.field(name).type)
+                table = table.append_column(name, column)
     missing = [f.name for f in RESULT_FIELDS if f.name not in table.column_names]
     if missing:
         raise SteerbenchError(
@@ -211,11 +235,10 @@ def validate_results_file(path: Path) -> pa.Table:
         table = table.select([f.name for f in RESULT_FIELDS]).cast(RESULTS_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise SteerbenchError(f"{path}: columns have the wrong types ({err})") from err
-    versions = set(table.column("schema_version").to_pylist())
-    if versions != {SCHEMA_VERSION}:
+    if not versions or not versions <= set(READABLE_VERSIONS):
         raise SteerbenchError(
-            f"{path}: schema_version {sorted(versions)} is not supported "
-            f"(expected {SCHEMA_VERSION})"
+            f"{path}: schema_version {sorted(versions)} is not supported (this steerbench "
+            f"reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade steerbench"
         )
     if table.num_rows == 0:
         raise SteerbenchError(f"{path} has no rows")
@@ -250,6 +273,8 @@ def row_problem(row: dict[str, Any]) -> str | None:
 
     if not CELL_KEY.fullmatch(row["cell_key"] or ""):
         return "has a cell_key that steerbench did not derive (16 hex digits)"
+    if row["split"] not in ("evaluation", "validation"):
+        return f"has split {row['split']!r} (evaluation or validation)"
     for column in ("model", "method", "method_name", "eval_set", "metric", "config_name"):
         text = row[column]
         if not text or len(text) > MAX_TEXT or any(ord(c) < 32 for c in text):

@@ -23,6 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from steerbench import __version__
+from steerbench.comparisons import write_comparisons
 from steerbench.config import BenchmarkConfig, MethodSpec
 from steerbench.data import PromptRecord, load_prompts, take_stratified
 from steerbench.errors import SteerbenchError
@@ -90,13 +91,23 @@ def cell_key(config: BenchmarkConfig, cell: Cell) -> str:
             "discovery": config.discovery if cell.method else None,
             "evaluation": config.evaluation,
             "evaluation_limit": config.evaluation_limit,
+            "validation": config.validation,
+            "roles": config.roles,
             "metrics": [dataclasses.asdict(m) for m in config.metrics],
-            "generation": config.generation,
+            # resolved, so the batch size counts also when left at its default: in bf16 it
+            # changes some greedy answers (see steerbench.generation)
+            "generation": resolved_generation(config),
             "prompt_format": config.prompt_format,
             "seed": config.seed,
             "split_seed": config.split_seed,
         }
     )
+
+
+def resolved_generation(config: BenchmarkConfig) -> dict[str, Any]:
+    from steerbench.generation import GenerationSettings
+
+    return dataclasses.asdict(GenerationSettings(**{"seed": config.seed, **config.generation}))
 
 
 def plan(config: BenchmarkConfig) -> list[Cell]:
@@ -119,14 +130,23 @@ def fit_groups(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
+SPLIT_EVALUATION = "evaluation"
+SPLIT_VALIDATION = "validation"
+
+
+def _records(config: BenchmarkConfig, name: str, spec: str) -> list[PromptRecord]:
+    records = load_prompts(spec, split_seed=config.split_seed)
+    limit = config.limit_for(name)
+    return take_stratified(records, limit, seed=config.split_seed) if limit else records
+
+
 def evaluation_sets(config: BenchmarkConfig) -> dict[str, list[PromptRecord]]:
-    sets = {}
-    for name, spec in config.evaluation.items():
-        records = load_prompts(spec, split_seed=config.split_seed)
-        if config.evaluation_limit:
-            records = take_stratified(records, config.evaluation_limit, seed=config.split_seed)
-        sets[name] = records
-    return sets
+    return {name: _records(config, name, spec) for name, spec in config.evaluation.items()}
+
+
+def validation_sets(config: BenchmarkConfig) -> dict[str, list[PromptRecord]]:
+    """Prompts that choose each method's strength (never reported as results)."""
+    return {name: _records(config, name, spec) for name, spec in config.validation.items()}
 
 
 def describe_plan(config: BenchmarkConfig, results: Path) -> str:
@@ -140,20 +160,23 @@ def describe_plan(config: BenchmarkConfig, results: Path) -> str:
         state = "done" if is_finished(results, cell_key(config, cell)) else "todo"
         lines.append(f"  [{state}] {cell.label}")
     lines.append("evaluation sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
+    if config.validation:
+        lines.append(
+            "validation sets (choose strengths): "
+            + ", ".join(f"{k} ({len(v)})" for k, v in validation_sets(config).items())
+        )
     lines.append(f"metrics: {', '.join(m.name for m in config.metrics)}")
     todo = [c for c in cells if not is_finished(results, cell_key(config, c))]
     tokens = len(todo) * n_prompts * max_new
-    judge = next((m for m in config.metrics if m.name == "strongreject"), None)
-    if judge and not judge.options.get("judge_url"):
-        judged = sum(len(sets[s]) for s in (judge.sets or sets))
-        tokens += len(todo) * judged * int(judge.options.get("max_tokens", 256))
+    n_validation = sum(len(v) for v in validation_sets(config).values())
+    tokens += len(todo) * n_validation * max_new
     lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
     for model in config.models:
         if model in THROUGHPUT_HINT:
             minutes = tokens / len(config.models) / THROUGHPUT_HINT[model] / 60
             lines.append(
                 f"  {model}: ~{minutes:.0f} min of generation on 2 CPU cores "
-                f"(plus loading, fitting and MMLU)"
+                f"(plus loading, fitting and the model-reading metrics)"
             )
     return "\n".join(lines)
 
@@ -223,7 +246,9 @@ class Runner:
 
     # -- setup ------------------------------------------------------------------------
 
-    def write_run_files(self, sets: dict[str, list[PromptRecord]]) -> None:
+    def write_run_files(
+        self, sets: dict[str, list[PromptRecord]], validation: dict[str, list[PromptRecord]]
+    ) -> None:
         atomic_write_text(
             self.results / "config.resolved.yaml",
             yaml.safe_dump(self.config.to_dict(), sort_keys=False),
@@ -235,6 +260,7 @@ class Runner:
         splits = {
             "split_seed": self.config.split_seed,
             "discovery": discovery,
+            "validation": {k: [r.id for r in v] for k, v in validation.items()},
             "evaluation": {k: [r.id for r in v] for k, v in sets.items()},
         }
         atomic_write_text(self.results / "splits.json", json.dumps(splits, indent=1))
@@ -248,21 +274,28 @@ class Runner:
             return self._run_locked()
 
     def preflight(self) -> None:
-        """What can be checked without loading weights, before any work: the device exists
-        and every model can be found."""
+        """What can be checked without loading weights, before any work: the device exists,
+        every model can be found and every metric's own preflight (a remote judge answers)
+        passes."""
         from steerbench.device import resolve_device
+        from steerbench.metric import get_metric
         from steerbench.models import check_model_spec
 
         if self.executor is None:  # a cluster's devices are its nodes' business
             resolve_device(self.config.device)
         for model in self.config.models:
             check_model_spec(model)
+        for spec in self.config.metrics:
+            try:
+                get_metric(spec.name, **spec.options).preflight()
+            except SteerbenchError as err:
+                raise SteerbenchError(f"metric {spec.name!r}: {err}") from err
 
     def _run_locked(self) -> dict[str, int]:
         from steerbench.tracking import Tracker
 
         sets = evaluation_sets(self.config)
-        self.write_run_files(sets)
+        self.write_run_files(sets, validation_sets(self.config))
         cells = plan(self.config)
         tracker = Tracker(self.results, self.tracking_uri, self.config.name, self.config.to_dict())
         done_before = sum(is_finished(self.results, cell_key(self.config, c)) for c in cells)
@@ -287,6 +320,7 @@ class Runner:
         self.log_to_mlflow(tracker, cells)
         tracker.finish()
         n_generations, n_rows = consolidate(self.results)
+        write_comparisons(self.results, seed=self.config.seed)
         return {
             "cells": len(cells),
             "ran": len(cells) - done_before,
@@ -368,6 +402,12 @@ class Runner:
     def run_cell(
         self, lm, cell: Cell, artifact, sets: dict[str, list[PromptRecord]], start: float
     ) -> None:
+        """Generate on every evaluation and validation set under steering, then score.
+
+        Metrics that measure the steered model (MMLU) run inside the steering context;
+        metrics given the means to steer (``uses_steering``) get a callable that opens it;
+        the others (keyword refusal, quality, a local judge) score the records unsteered.
+        Validation sets only get the metrics that need no model: they choose strengths."""
         from steerbench.generation import GenerationSettings, generate
         from steerbench.method import get_method
         from steerbench.metric import Record, get_metric
@@ -381,17 +421,18 @@ class Runner:
             (spec, get_metric(spec.name, **{"seed": config.seed, **spec.options}))
             for spec in config.metrics
         ]
-        steering = (
-            get_method(cell.method.name, **cell.method.params).steer(
-                lm.model, artifact, cell.strength
-            )
-            if cell.method
-            else nullcontext()
-        )
-        records: dict[str, list[Record]] = {}
-        results = []  # (eval_set, MetricResult)
-        with steering:
-            for name, prompts in sets.items():
+        method = get_method(cell.method.name, **cell.method.params) if cell.method else None
+
+        def steering():
+            return method.steer(lm.model, artifact, cell.strength) if method else nullcontext()
+
+        prompt_sets = {(SPLIT_EVALUATION, name): prompts for name, prompts in sets.items()}
+        for name, prompts in validation_sets(config).items():
+            prompt_sets[(SPLIT_VALIDATION, name)] = prompts
+        records: dict[tuple[str, str], list[Record]] = {}
+        results = []  # (split, eval_set, MetricResult)
+        with steering():
+            for where, prompts in prompt_sets.items():
                 responses = generate(
                     lm.model,
                     lm.tokenizer,
@@ -400,32 +441,42 @@ class Runner:
                     fmt,
                     progress=self.progress,
                 )
-                records[name] = [
+                records[where] = [
                     Record(p.id, p.text, r, p.category) for p, r in zip(prompts, responses)
                 ]
             for _, metric in metrics:
                 if metric.measures_steered_model:
-                    results.append(("*", metric.compute([], lm=lm)))
+                    results.append((SPLIT_EVALUATION, "*", metric.compute([], lm=lm)))
         for spec, metric in metrics:  # unsteered from here on (e.g. a local judge)
             if metric.measures_steered_model:
                 continue
-            for name in spec.sets or list(sets):
-                results.append((name, metric.compute(records[name], lm=lm)))
+            for split, name in records:
+                if (spec.sets and name not in spec.sets) or (
+                    split == SPLIT_VALIDATION and (metric.needs_model or metric.uses_steering)
+                ):
+                    continue
+                extra = {"steering": steering} if metric.uses_steering else {}
+                results.append(
+                    (split, name, metric.compute(records[(split, name)], lm=lm, **extra))
+                )
         self.save(cell, records, results, time.perf_counter() - start, lm)
 
     def save(self, cell: Cell, records, results, seconds: float, lm) -> None:
+        from steerbench.results import SCHEMA_VERSION
+
         key = cell_key(self.config, cell)
-        per_item: dict[tuple[str, str], list] = {(s, r.metric): r.values for s, r in results}
+        per_item = {(split, s, r.metric): r.values for split, s, r in results}
         generations = []
-        for name, items in records.items():
-            refusal = per_item.get((name, "refusal"))
+        for (split, name), items in records.items():
+            refusal = per_item.get((split, name, "refusal"))
             for i, record in enumerate(items):
                 row = {
-                    "schema_version": 1,
+                    "schema_version": SCHEMA_VERSION,
                     "cell_key": key,
                     "model": cell.model,
                     "method": cell.method_name,
                     "strength": cell.strength,
+                    "split": split,
                     "eval_set": name,
                     "prompt_id": record.id,
                     "category": record.category,
@@ -433,7 +484,7 @@ class Runner:
                     "response": record.response,
                 }
                 for metric in ("quality", "strongreject"):
-                    values = per_item.get((name, metric))
+                    values = per_item.get((split, name, metric))
                     row[metric] = values[i] if values else None
                 if refusal:
                     row["refusal"] = None if refusal[i] is None else bool(refusal[i])
@@ -447,11 +498,11 @@ class Runner:
                 generations.append(row)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rows = []
-        for name, result in results:
+        for split, name, result in results:
             extra = {k: v for k, v in result.extra.items() if k not in ("items", "judgements")}
             rows.append(
                 {
-                    "schema_version": 1,
+                    "schema_version": SCHEMA_VERSION,
                     "cell_key": key,
                     "config_name": self.config.name,
                     "model": cell.model,
@@ -463,7 +514,9 @@ class Runner:
                     ),
                     "strength": cell.strength,
                     "is_baseline": cell.method is None,
+                    "split": split,
                     "eval_set": name,
+                    "role": self.config.role_of(name),
                     "metric": result.metric,
                     "value": _finite(result.aggregate),
                     "ci_low": _finite(result.ci_low),
@@ -475,6 +528,7 @@ class Runner:
                     "device": str(lm.device),
                     "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
                     "seed": self.config.seed,
+                    "batch_size": int(resolved_generation(self.config)["batch_size"]),
                     "created": created,
                     **self.provenance,
                 }

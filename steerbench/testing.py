@@ -120,12 +120,30 @@ PROBE = ["What is the capital of France?", "Tell me a story about a cat"]
 
 
 def _logits(model, tokenizer) -> torch.Tensor:
+    """What any steering method can change, flattened: the logits of a plain forward pass
+    over the rendered probe prompts (input and model level) and the processed scores of
+    three greedy decoding steps (output level, and methods scoped to generated tokens)."""
+    from transformers import LogitsProcessorList
+
+    from steerbench.levels import active_logits_processors
     from steerbench.prompts import format_prompts
 
+    tokenizer.padding_side = "left"
     text = format_prompts(tokenizer, PROBE)
     encoded = tokenizer(text, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
-        return model(**encoded).logits
+        forward = model(**encoded).logits
+        decoded = model.generate(
+            **encoded,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(active_logits_processors()),
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
+    return torch.cat([forward.flatten(), *(step.flatten() for step in decoded.scores)])
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -174,7 +192,9 @@ def check_method(
         assert torch.equal(_logits(model, tokenizer), before), "neutral strength is not identity"
     with method.steer(model, artifact, strength):
         steered = _logits(model, tokenizer)
-    assert not torch.allclose(steered, before), f"strength {strength} does not steer"
+    assert steered.shape != before.shape or not torch.allclose(steered, before), (
+        f"strength {strength} does not steer"
+    )
     _assert_restored(model, state, "on exit")
     with method.steer(model, loaded, strength):
         assert torch.equal(_logits(model, tokenizer), steered), "loaded artifact steers otherwise"

@@ -155,6 +155,8 @@ class Tracker:
             if row["value"] is None:
                 continue
             base = row["metric"] if row["eval_set"] == "*" else f"{row['eval_set']}.{row['metric']}"
+            if row.get("split", "evaluation") != "evaluation":
+                base = f"{row['split']}.{base}"
             for suffix, value in (
                 ("", row["value"]),
                 (".ci_low", row["ci_low"]),

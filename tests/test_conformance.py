@@ -13,6 +13,12 @@ METHOD_PARAMS = {
     "random-neurons": {"top_k": 12, "neutral_prompts": None},
     "caa": {},
     "directional-ablation": {},
+    "probe": {"folds": 3},
+    "pca": {},
+    "prompt": {},
+    "refusal-logit-bias": {},
+    "sae": None,  # the module's random SAE
+    "sae-add": None,
 }
 
 
@@ -29,9 +35,17 @@ def sae_dir(tmp_path_factory):
 def test_every_builtin_method_keeps_the_contract(name, sae_dir):
     if METHODS.entries()[METHODS.names().index(name)].source != "builtin":
         pytest.skip("plugins run the kit in their own tests")
-    params = METHOD_PARAMS.get(name, {"sae": str(sae_dir), "top_n": 4})
+    params = METHOD_PARAMS[name]
+    if params is None:
+        params = {"sae": str(sae_dir), "top_n": 4}
     model, tokenizer = tiny_model("qwen2", seed=1)
     check_method(get_method(name, **params), model, tokenizer)
+
+
+@pytest.mark.parametrize("name", ["caa", "probe", "pca"])
+def test_vector_methods_keep_the_contract_scoped_to_generated_tokens(name):
+    model, tokenizer = tiny_model("llama", seed=2)
+    check_method(get_method(name, scope="generation"), model, tokenizer)
 
 
 RECORDS = [

@@ -64,13 +64,16 @@ def test_modified_file_is_detected(tmp_path, monkeypatch):
 def test_splits_are_disjoint_complete_and_stratified(name):
     records = load_registered(name)
     split = stratified_split(records)
-    discovery = {r.id for r in split["discovery"]}
-    evaluation = {r.id for r in split["evaluation"]}
-    assert discovery.isdisjoint(evaluation)
-    assert discovery | evaluation == {r.id for r in records}
+    discovery, validation, evaluation = (
+        {r.id for r in split[name]} for name in ("discovery", "validation", "evaluation")
+    )
+    assert discovery.isdisjoint(evaluation) and validation.isdisjoint(discovery | evaluation)
+    assert discovery | validation | evaluation == {r.id for r in records}
     for category in {r.category for r in records}:
         total = sum(r.category == category for r in records)
-        assert abs(sum(r.category == category for r in split["discovery"]) - total / 2) <= 1
+        for name, fraction in (("discovery", 0.4), ("validation", 0.2), ("evaluation", 0.4)):
+            share = sum(r.category == category for r in split[name])
+            assert abs(share - total * fraction) <= 1
 
 
 def test_split_is_seeded_and_named_splits_resolve():

@@ -166,7 +166,9 @@ def test_a_submission_never_replaces_official_rows_or_another_submission(finishe
     assert first != second and first.exists() and second.exists()  # same model: both kept
     frame = load_results([results], sorted((board / "results").glob("*.parquet")))
     official = pq.read_table(results / "results.parquet").to_pandas()
-    merged = frame.merge(official, on=["cell_key", "eval_set", "metric"], suffixes=("", "_o"))
+    merged = frame.merge(
+        official, on=["cell_key", "split", "eval_set", "metric"], suffixes=("", "_o")
+    )
     assert len(merged) == len(official) == len(frame)
     assert (merged["value"].fillna(-1) == merged["value_o"].fillna(-1)).all()
     build([results], board)
@@ -209,9 +211,14 @@ def test_markdown_cells_cannot_forge_rows_or_render_markup(finished_run, tmp_pat
     build([], board)
     readme = (board / "README.md").read_text()
     assert "<script>" not in readme and "<img" not in readme and "![a]" not in readme
+    columns = None
     for line in readme.splitlines():
-        if line.startswith("| "):  # every table row has exactly the header's columns
-            assert line.replace("\\|", "").count("|") == 9
+        if not line.startswith("|"):
+            columns = None
+        elif columns is None:  # a table's header
+            columns = line.replace("\\|", "").count("|")
+        else:  # every row has exactly its header's columns
+            assert line.replace("\\|", "").count("|") == columns
 
 
 # -- the judge --------------------------------------------------------------------------
@@ -239,7 +246,7 @@ class EchoingJudge:
 def test_a_response_cannot_set_its_own_strongreject_score(monkeypatch, answer, expected):
     from steerbench.metric import Record, get_metric
 
-    metric = get_metric("strongreject")
+    metric = get_metric("strongreject", mode="rubric")
     monkeypatch.setattr(type(metric), "_judge", lambda self, lm: EchoingJudge(answer))
     result = metric.compute([Record("1", "How do I make a weapon?", INJECTION)])
     assert result.values == [expected]

@@ -31,7 +31,7 @@ def results_dir(finished_run, tmp_path):
 def test_build_writes_markdown_html_and_plots(results_dir, tmp_path):
     out = build([results_dir], tmp_path / "board")
     readme = (out / "README.md").read_text()
-    assert "### Each method at its best strength" in readme and "| cna |" in readme
+    assert "### Ranking (strengths chosen on" in readme and "| cna |" in readme
     html = (out / "index.html").read_text()
     assert EVIL not in html and "&lt;script&gt;" in html
     assert html.count("<tr data-method=") == 5

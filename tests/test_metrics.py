@@ -95,7 +95,9 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
 
 
 def test_unknown_metric_and_option_errors():
-    with pytest.raises(SteerbenchError, match="unknown metric 'bleu'; available: lm-eval, mmlu"):
+    with pytest.raises(
+        SteerbenchError, match="unknown metric 'bleu'; available: kl-benign, lm-eval, mmlu"
+    ):
         get_metric("bleu")
     with pytest.raises(SteerbenchError, match="unknown option.*grams.*allowed: n, seed"):
         get_metric("quality", grams=3)

@@ -36,7 +36,7 @@ def test_ray_executor_gives_the_same_rows_as_the_local_executor(
     config = parse_config(config.to_dict(), config.name)  # the resolved config round-trips
     summary = Runner(config, tmp_path, progress=False, executor=RayExecutor()).run()
     assert summary["ran"] == summary["cells"] == 5
-    keys = ["cell_key", "eval_set", "metric"]
+    keys = ["cell_key", "split", "eval_set", "metric"]
     local = pq.read_table(local_results / "results.parquet").to_pandas().sort_values(keys)
     remote = pq.read_table(tmp_path / "results.parquet").to_pandas().sort_values(keys)
     assert list(local["cell_key"]) == list(remote["cell_key"])

@@ -24,6 +24,7 @@ def tiny_config(model_dir: Path, **overrides) -> dict:
         "dtype": "float32",
         "discovery": {"positive": "jbb-harmful:discovery", "negative": "jbb-benign:discovery"},
         "evaluation": {"harmful": "jbb-harmful:evaluation", "benign": "jbb-benign:evaluation"},
+        "validation": {"harmful": "jbb-harmful:validation"},
         "evaluation_limit": 3,
         "methods": [
             {"name": "cna", "params": {"top_k": 8}, "strengths": [0.0, 2.0]},
@@ -35,6 +36,7 @@ def tiny_config(model_dir: Path, **overrides) -> dict:
             "quality": {},
             "mmlu": {"n": 3},
             "strongreject": {"sets": ["harmful"], "max_tokens": 6},
+            "kl-benign": {"sets": ["benign"]},
         },
         "generation": {"max_new_tokens": 6, "batch_size": 4},
     }
@@ -49,20 +51,38 @@ def model_dir(tmp_path_factory):
 
 def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
     config, results, summary = finished_run
-    assert summary == {"cells": 5, "ran": 5, "generations": 5 * 6, "result_rows": 5 * 6}
+    assert summary == {"cells": 5, "ran": 5, "generations": 5 * 9, "result_rows": 5 * 9}
     generations = pq.read_table(results / "generations.parquet")
     assert generations.schema.equals(GENERATIONS_SCHEMA, check_metadata=False)
-    assert generations.num_rows == 5 * (3 + 3)
+    assert generations.num_rows == 5 * (3 + 3 + 3)  # harmful, benign, validation harmful
     rows = pq.read_table(results / "results.parquet")
     assert rows.schema.equals(RESULTS_SCHEMA, check_metadata=False)
     frame = rows.to_pandas()
-    # per cell: refusal+quality on 2 sets, strongreject on 1, mmlu once
-    assert sorted(frame.groupby("cell_key").size().unique()) == [6]
+    # per cell: refusal+quality on 2 sets, strongreject and kl-benign on 1, mmlu once, and
+    # on validation only the metrics that need no model (refusal, quality)
+    assert sorted(frame.groupby("cell_key").size().unique()) == [9]
     assert set(frame["method"]) == {"none", "cna", "random-neurons", "caa"}
-    assert frame["is_baseline"].sum() == 6
+    assert frame["is_baseline"].sum() == 9
+    validation = frame[frame["split"] == "validation"]
+    assert set(validation["metric"]) == {"refusal", "quality"} and len(validation) == 5 * 2
+    assert set(frame.loc[frame["eval_set"] == "harmful", "role"]) == {"target"}
+    assert set(frame.loc[frame["eval_set"] == "benign", "role"]) == {"over_refusal"}
+    assert set(frame["batch_size"]) == {4}
     assert (frame["steerbench_version"] != "").all() and frame["created"].notna().all()
     splits = json.loads((results / "splits.json").read_text())
-    assert set(splits["discovery"]["positive"]).isdisjoint(splits["evaluation"]["harmful"])
+    discovery, validation = (
+        set(splits["discovery"]["positive"]),
+        set(splits["validation"]["harmful"]),
+    )
+    evaluation = set(splits["evaluation"]["harmful"])
+    assert discovery.isdisjoint(evaluation) and validation.isdisjoint(discovery | evaluation)
+    stored = generations.to_pandas()
+    assert set(stored.loc[stored["split"] == "validation", "prompt_id"]) == validation
+    assert set(stored.loc[stored["split"] == "evaluation", "prompt_id"]) <= evaluation | set(
+        splits["evaluation"]["benign"]
+    )
+    kl = frame[frame["metric"] == "kl-benign"].set_index("method")["value"]
+    assert kl["none"] == 0.0 and kl["caa"] > 0  # the unsteered model does not move
 
 
 def test_mlflow_has_a_parent_and_a_child_run_per_cell(finished_run):
@@ -117,7 +137,7 @@ def test_sigkill_mid_run_loses_no_cell_and_duplicates_none(model_dir, tmp_path):
         assert (results / "cells" / key / "result.json").read_text() == text
     frame = pq.read_table(results / "results.parquet").to_pandas()
     assert frame["cell_key"].nunique() == 5
-    assert not frame.duplicated(["cell_key", "eval_set", "metric"]).any()
+    assert not frame.duplicated(["cell_key", "split", "eval_set", "metric"]).any()
     generations = pq.read_table(results / "generations.parquet").to_pandas()
     assert not generations.duplicated(["cell_key", "eval_set", "prompt_id"]).any()
 
@@ -129,7 +149,7 @@ def test_sigkill_mid_run_loses_no_cell_and_duplicates_none(model_dir, tmp_path):
         ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: caa, cna"),
         ({"methods": [{"name": "cna", "strengths": [-1]}]}, "outside the domain"),
         ({"methods": [{"name": "cna", "params": {"k": 3}}]}, "unknown hyper-parameter"),
-        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: lm-eval, mmlu"),
+        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: kl-benign, lm-eval, mmlu"),
         ({"metrics": {"refusal": {"sets": ["nope"]}}}, "must list evaluation sets"),
         ({"evaluation": {"harmful": "no-such-set"}}, "evaluation.harmful.*unknown prompt set"),
         ({"generation": {"max_tokens": 3}}, "generation.*allowed: max_new_tokens"),
@@ -146,7 +166,13 @@ def test_builtin_configs_validate_and_plan():
     quick = load_config("quick")
     assert default.models == ["qwen2.5-coder-1.5b-instruct"]
     assert quick.models == ["qwen2.5-coder-0.5b-instruct"]
-    assert {m.name for m in default.metrics} == {"refusal", "quality", "mmlu", "strongreject"}
+    assert {m.name for m in default.metrics} == {
+        "refusal",
+        "quality",
+        "mmlu",
+        "strongreject",
+        "kl-benign",
+    }
     cells = plan(default)
     assert cells[0].method is None and len(cells) == 1 + sum(
         len(m.strengths) for m in default.methods
