@@ -30,6 +30,7 @@ from torch import nn
 
 from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
+from steerbench.interventions import SCOPES, decoding_passes
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 
 
@@ -42,10 +43,18 @@ def residual_writers(adapter: ModelAdapter) -> list[nn.Module]:
 
 
 @contextmanager
-def project_out(model: nn.Module, direction: torch.Tensor, strength: float) -> Iterator[None]:
-    """Apply x -> x - s (x.r) r to every residual-stream write; restore on exit."""
+def project_out(
+    model: nn.Module, direction: torch.Tensor, strength: float, scope: str = "all"
+) -> Iterator[None]:
+    """Apply x -> x - s (x.r) r to every residual-stream write; restore on exit. With
+    ``scope="generation"`` only in decoding steps (hooks, see ``steerbench.interventions``)."""
     adapter = ModelAdapter.from_model(model)
     writers = residual_writers(adapter)
+    if scope == "generation":
+        with decoding_passes(adapter) as decoding:
+            with _project_by_hooks(adapter, writers, direction, strength, decoding):
+                yield
+        return
     if adapter.has_post_norms:  # writes pass through a norm: project them with hooks
         hooked, folded = writers, []
     elif adapter.embeddings_tied:  # the embedding matrix is also the readout: hook it
@@ -88,12 +97,18 @@ def _project_weights(
 
 @contextmanager
 def _project_by_hooks(
-    adapter: ModelAdapter, modules: list[nn.Module], direction: torch.Tensor, strength: float
+    adapter: ModelAdapter,
+    modules: list[nn.Module],
+    direction: torch.Tensor,
+    strength: float,
+    only_when: list[bool] | None = None,
 ) -> Iterator[None]:
     param = next(adapter.model.parameters())
     r = direction.to(device=param.device, dtype=param.dtype)
 
     def hook(_module, _args, output):
+        if only_when is not None and not only_when[0]:
+            return None
         return output - strength * (output @ r).unsqueeze(-1) * r
 
     handles = [module.register_forward_hook(hook) for module in modules]
@@ -118,6 +133,14 @@ class DirectionalAblation(SteeringMethod):
     class Config:
         layer: int | None = None
         """Layer whose mean difference defines r (default floor(0.6 * n_layers))."""
+        scope: str = "all"
+        """Positions steered: "all" or "generation" (the answer's tokens only)."""
+
+        def __post_init__(self) -> None:
+            if self.scope not in SCOPES:
+                raise SteerbenchError(
+                    f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}"
+                )
 
     def direction_layer(self, n_layers: int) -> int:
         layer = (
@@ -142,4 +165,4 @@ class DirectionalAblation(SteeringMethod):
         )
 
     def apply(self, model, artifact: Artifact, strength: float) -> AbstractContextManager[None]:
-        return project_out(model, artifact.tensors["direction"], strength)
+        return project_out(model, artifact.tensors["direction"], strength, self.config.scope)

@@ -38,6 +38,7 @@ class RandomNeurons(CNA):
     neurons are chosen.
     """
 
+    is_control = True
     description = "Control: as many random neurons as CNA's circuit, from the same layers"
 
     @dataclass

@@ -30,9 +30,16 @@ IDENTITY_COLUMNS = {
     "category",
     "prompt",
     "response",
-    "refusal_label",
 }
 ALPHA = 0.05
+
+
+def _numeric(column: pd.Series) -> bool:
+    """A per-item column of numbers or booleans (missing values allowed), not labels."""
+    values = column.dropna()
+    return not values.empty and all(
+        isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)) for v in values
+    )
 
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,7 +76,7 @@ def compare_cells(generations: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     frame = generations
     if "split" in frame.columns:
         frame = frame[frame["split"] == "evaluation"]
-    metrics = [c for c in frame.columns if c not in IDENTITY_COLUMNS]
+    metrics = [c for c in frame.columns if c not in IDENTITY_COLUMNS and _numeric(frame[c])]
     rows = []
     for (model, eval_set), group in frame.groupby(["model", "eval_set"], sort=False):
         cells = group.drop_duplicates("cell_key")[["cell_key", "method", "strength"]]

@@ -44,6 +44,33 @@ class MetricSpec:
 
 
 @dataclass
+class Constraint:
+    """A bound a strength must respect to count for a task: on ``metric`` of the sets of
+    ``role`` (``target``, ``over_refusal``, or ``model`` for model-level metrics such as
+    MMLU), as an absolute ``min``/``max`` or relative to the unsteered model
+    (``max_drop``/``max_rise``)."""
+
+    metric: str
+    role: str = "target"
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+    max_rise: float | None = None
+
+
+@dataclass
+class TaskSpec:
+    """A leaderboard task: the primary metric on the target set, its direction, and the
+    constraints a method's strength must meet."""
+
+    name: str
+    metric: str
+    goal: str  # "minimize" or "maximize"
+    constraints: list[Constraint] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
 class BenchmarkConfig:
     name: str
     models: list[str]
@@ -54,6 +81,7 @@ class BenchmarkConfig:
     evaluation_limit: int | dict[str, int] | None = None
     validation: dict[str, str] = field(default_factory=dict)
     roles: dict[str, Any] = field(default_factory=dict)
+    tasks: list[TaskSpec] = field(default_factory=list)
     generation: dict[str, Any] = field(default_factory=dict)
     prompt_format: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
@@ -88,11 +116,25 @@ class BenchmarkConfig:
         document["metrics"] = {
             m.name: {**m.options, **({"sets": m.sets} if m.sets else {})} for m in self.metrics
         }
+        document["tasks"] = {
+            t.name: {
+                "metric": t.metric,
+                "goal": t.goal,
+                "description": t.description,
+                "constraints": [
+                    {k: v for k, v in dataclasses.asdict(c).items() if v is not None}
+                    for c in t.constraints
+                ],
+            }
+            for t in self.tasks
+        }
         return document
 
 
 TOP_LEVEL_KEYS = {f.name for f in dataclasses.fields(BenchmarkConfig)}
 ROLES = ("target", "over_refusal")
+CONSTRAINT_ROLES = (*ROLES, "model")
+GOALS = ("minimize", "maximize")
 """target: the behaviour steering acts on (refusal of harmful requests); over_refusal: sets
 that should stay answered. The leaderboard reads sets by role, never by name."""
 REQUIRED_KEYS = ("models", "methods", "discovery", "evaluation", "metrics")
@@ -277,6 +319,7 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
                 f"roles.{role}",
                 f"must name evaluation sets among {', '.join(evaluation)} (one or a list)",
             )
+    tasks = parse_tasks(raw["tasks"] if "tasks" in raw else default_tasks_document())
     return BenchmarkConfig(
         name=config_name,
         models=models,
@@ -287,10 +330,60 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         evaluation_limit=limit,
         validation=validation,
         roles=roles,
+        tasks=tasks,
         generation=generation,
         prompt_format=prompt_format,
         **scalars,
     )
+
+
+def default_tasks_document() -> dict:
+    """The tasks of the shipped default config: what a config without ``tasks`` gets."""
+    raw = yaml.safe_load((configs_root() / "default.yaml").read_text(encoding="utf-8"))
+    return raw["tasks"]
+
+
+def parse_tasks(block: Any) -> list[TaskSpec]:
+    """``tasks:`` of a config (see configs/default.yaml), validated."""
+    tasks = []
+    for name, body in _mapping(block, "tasks").items():
+        key = f"tasks.{name}"
+        body = _mapping(body, key)
+        extra = sorted(set(body) - {"metric", "goal", "constraints", "description"})
+        if extra:
+            raise _fail(
+                f"{key}.{extra[0]}", "unknown key; allowed: metric, goal, constraints, description"
+            )
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            raise _fail(key, "a task name must be a plain name (letters, digits, . _ -)")
+        if not isinstance(body.get("metric"), str):
+            raise _fail(f"{key}.metric", "must name the primary metric (on the target set)")
+        if body.get("goal") not in GOALS:
+            raise _fail(f"{key}.goal", f"must be one of {', '.join(GOALS)}")
+        constraints = []
+        for index, item in enumerate(body.get("constraints") or []):
+            where = f"{key}.constraints[{index}]"
+            item = _mapping(item, where)
+            try:
+                constraint = Constraint(**item)
+            except TypeError:
+                allowed = ", ".join(f.name for f in dataclasses.fields(Constraint))
+                raise _fail(where, f"unknown key; allowed: {allowed}") from None
+            if constraint.role not in CONSTRAINT_ROLES:
+                raise _fail(f"{where}.role", f"must be one of {', '.join(CONSTRAINT_ROLES)}")
+            bounds = [constraint.min, constraint.max, constraint.max_drop, constraint.max_rise]
+            if not any(b is not None for b in bounds) or not all(
+                b is None or (isinstance(b, (int, float)) and not isinstance(b, bool))
+                for b in bounds
+            ):
+                raise _fail(where, "needs a numeric min, max, max_drop or max_rise")
+            constraints.append(constraint)
+        tasks.append(
+            TaskSpec(
+                name, body["metric"], body["goal"], constraints, str(body.get("description", ""))
+            )
+        )
+    return tasks
 
 
 def load_config(spec: str) -> BenchmarkConfig:

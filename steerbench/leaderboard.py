@@ -25,9 +25,6 @@ from steerbench.results import validate_results_file
 
 log = logging.getLogger(__name__)
 
-QUALITY_FLOOR = 0.9
-"""A strength only counts as a method's best if its outputs stay fluent (quality >= 0.9)."""
-
 
 def _results_paths(sources: list[Path]) -> list[Path]:
     paths = []
@@ -109,11 +106,19 @@ def columns(frame: pd.DataFrame) -> list[Column]:
         for metric in metrics:
             key = _key(eval_set, metric, target)
             header = metric if eval_set == "*" else f"{metric} ({eval_set})"
-            digits = 3 if metric == "quality" else 2
+            digits = _digits(metric)
             out.append(Column(key, header, digits, interval=eval_set == target))
             if eval_set == "*":
                 out.append(Column(f"{key}_delta", f"{metric} Δ", 2, signed=True))
     return out
+
+
+def _digits(metric: str) -> int:
+    """Rates read well with 2 decimals; means of per-item scores (near-1 fluency, small
+    divergences) need 3."""
+    from steerbench.metric import METRICS
+
+    return 2 if metric in METRICS.names() and METRICS.get(metric).kind == "rate" else 3
 
 
 def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -126,6 +131,7 @@ def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
         row = {
             "model": first["model"],
             "method": first["method"],
+            "method_name": first["method_name"],
             "strength": None if pd.isna(first["strength"]) else float(first["strength"]),
             "is_baseline": bool(first["is_baseline"]),
             "cell_key": key,
@@ -153,52 +159,125 @@ def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
             ),
             axis=1,
         )
+    table["reference"] = table["is_baseline"] | table["method_name"].map(_is_control)
     return table.astype(object).where(table.notna(), None)
 
 
-def best_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Each method's strength with the lowest harmful refusal among fluent outputs
-    (quality >= QUALITY_FLOOR), chosen on the validation split when the run has one, so
-    the reported (evaluation) number is not the one it was picked by. Returns the rows and
-    the split that chose them."""
-    split = "validation" if "validation:refusal" in table.columns else "evaluation"
-    refusal = "validation:refusal" if split == "validation" else "refusal"
-    quality = "validation:quality" if split == "validation" else "quality"
-    picks = []
-    for _, rows in table.groupby(["model", "method"], sort=False):
-        rows = rows.assign(
-            _refusal=pd.to_numeric(rows.get(refusal), errors="coerce"),
-            _quality=pd.to_numeric(rows.get(quality), errors="coerce").fillna(0),
-        )
-        fluent = rows[rows["_quality"] >= QUALITY_FLOOR]
-        pool = fluent if not fluent.empty else rows
-        picks.append(pool.sort_values("_refusal", na_position="last").iloc[0])
-    return pd.DataFrame(picks).drop(columns=["_refusal", "_quality"]), split
+def _is_control(name: str) -> bool:
+    from steerbench.method import METHODS
+
+    return name in METHODS.names() and bool(METHODS.get(name).is_control)
 
 
-def ranked(
-    best: pd.DataFrame, comparisons: pd.DataFrame | None, target: str | None
-) -> pd.DataFrame:
-    """Best rows ranked by harmful refusal on the evaluation split (lowest first). A row
-    whose paired difference from the row above is not significant (McNemar, 5 %) shares its
-    rank and is marked "≈"; "?" where no paired test exists (no generations)."""
+def _number(row, key: str) -> float | None:
+    value = row.get(key) if hasattr(row, "get") else None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def _constraint_keys(constraint, roles: dict[str, str]) -> list[str]:
+    """The cell-table columns a constraint reads (every set of an over-refusal role)."""
+    if constraint.role in ("model", "target"):
+        return [constraint.metric]
+    return [
+        f"{constraint.metric}:{name}" for name, role in roles.items() if role == constraint.role
+    ]
+
+
+def meets(row, baseline, constraint, roles: dict[str, str]) -> bool:
+    """Whether a cell respects a task constraint. Target-set constraints read the
+    validation split where the run measured it (the strength is chosen there); the others
+    read the evaluation numbers. A number that is missing fails the constraint."""
+    for key in _constraint_keys(constraint, roles):
+        validation = f"validation:{constraint.metric}"
+        if constraint.role == "target" and _number(row, validation) is not None:
+            key = validation
+        value, reference = _number(row, key), _number(baseline, key)
+        if value is None:
+            return False
+        if constraint.min is not None and value < constraint.min - 1e-9:
+            return False
+        if constraint.max is not None and value > constraint.max + 1e-9:
+            return False
+        relative = [(constraint.max_drop, -1), (constraint.max_rise, 1)]
+        for bound, sign in relative:
+            if bound is not None:
+                if reference is None:
+                    return False
+                if sign * (value - reference) > bound + 1e-9:
+                    return False
+    return True
+
+
+def select_strength(rows: pd.DataFrame, baseline, task, roles: dict[str, str]):
+    """A method's cell for a task: among its strengths that meet every constraint, the best
+    primary metric on the validation split when the run has one (so the reported,
+    evaluation number is not the one it was picked by), else on evaluation. Returns
+    (row or None, the split that chose it)."""
+    key = f"validation:{task.metric}"
+    split = "validation" if key in rows.columns and rows[key].notna().any() else "evaluation"
+    key = key if split == "validation" else task.metric
+    pool = [
+        r for _, r in rows.iterrows() if all(meets(r, baseline, c, roles) for c in task.constraints)
+    ]
+    pool = [r for r in pool if _number(r, key) is not None]
+    if not pool:
+        return None, split
+    sign = 1 if task.goal == "minimize" else -1
+    return min(pool, key=lambda r: (sign * _number(r, key), abs(r["strength"] or 0))), split
+
+
+def rank_task(
+    table: pd.DataFrame,
+    task,
+    roles: dict[str, str],
+    target: str | None,
+    comparisons: pd.DataFrame | None,
+) -> tuple[pd.DataFrame, str]:
+    """One model's ranking for a task: each method at its selected strength (the unsteered
+    model and control methods always shown, marked as references), ranked by the primary
+    metric on the evaluation split. A method whose paired difference from the one above is
+    not significant (McNemar's exact test, 5 %) shares its rank and is marked "≈" ("?":
+    no paired test, e.g. submitted results without generations). Methods with no strength
+    meeting the constraints follow, unranked."""
     from steerbench.comparisons import indistinguishable
 
-    out = best.assign(_r=pd.to_numeric(best.get("refusal"), errors="coerce"))
-    out = out.sort_values("_r", na_position="last", kind="stable").drop(columns="_r")
-    ranks, marks, rank = [], [], 0
-    previous = None
+    baseline = table[table["is_baseline"]]
+    baseline = baseline.iloc[0] if not baseline.empty else {}
+    chosen, failing, split = [], [], "evaluation"
+    for _, rows in table.groupby("method", sort=False):
+        if rows["is_baseline"].all():
+            chosen.append(rows.iloc[0])
+            continue
+        row, split = select_strength(rows, baseline, task, roles)
+        if row is not None:
+            chosen.append(row)
+        else:
+            failing.append(rows.iloc[0].copy())
+            failing[-1]["strength"] = None
+    out = pd.DataFrame(chosen) if chosen else table.iloc[:0]
+    sign = 1 if task.goal == "minimize" else -1
+    out = out.assign(_key=sign * pd.to_numeric(out.get(task.metric), errors="coerce"))
+    out = out.sort_values("_key", na_position="last", kind="stable").drop(columns="_key")
+    ranks, marks, rank, previous = [], [], 0, None
     for position, (_, row) in enumerate(out.iterrows(), start=1):
         tie = (
             None
             if previous is None
-            else indistinguishable(comparisons, "refusal", target, previous, row["cell_key"])
+            else indistinguishable(comparisons, task.metric, target, previous, row["cell_key"])
         )
         rank = rank if tie else position
         ranks.append(rank)
         marks.append("" if previous is None or tie is False else "≈" if tie else "?")
         previous = row["cell_key"]
-    return out.assign(rank=ranks, tie=marks)
+    out = out.assign(rank=ranks, tie=marks)
+    if failing:
+        rest = pd.DataFrame(failing).assign(rank="–", tie="", failed=True)
+        out = pd.concat([out.assign(failed=False), rest], ignore_index=True)
+    else:
+        out = out.assign(failed=False)
+    return out.astype(object).where(out.notna(), None), split
 
 
 def _fmt(value, digits: int = 2, signed: bool = False) -> str:
@@ -216,7 +295,13 @@ def _markdown_rows(rows: pd.DataFrame, shown: list[Column], *, rank: bool = Fals
     lines.append("|" + "|".join("---" if h == "method" else "---:" for h in head) + "|")
     for _, r in rows.iterrows():
         cells = [f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"] if rank else []
-        cells += [md_cell(r["method"]), "–" if r["is_baseline"] else f"{r['strength']:g}"]
+        name = md_cell(r["method"]) + (" *(reference)*" if r.get("reference") else "")
+        if r.get("failed"):
+            cells += [name, "no strength meets the constraints"] + ["" for _ in shown]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        strength = "–" if r["is_baseline"] or r["strength"] is None else f"{r['strength']:g}"
+        cells += [name, strength]
         for c in shown:
             text = _fmt(r.get(c.key), c.digits, c.signed)
             if c.interval:
@@ -236,28 +321,31 @@ def summary_table(results: Path) -> str:
     )
 
 
-def plot(table: pd.DataFrame, out: Path) -> list[str]:
-    """Refusal vs quality and refusal vs MMLU, one curve per method, per model."""
+def plot(table: pd.DataFrame, out: Path, task) -> list[str]:
+    """Per model, the task's primary metric against each metric its constraints bound on
+    the target set or the model (refusal vs quality and vs MMLU for the default tasks), one
+    curve per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    primary = task.metric
+    bounded = list(
+        dict.fromkeys(c.metric for c in task.constraints if c.role in ("target", "model"))
+    ) or [primary]
     names = []
     for model, rows in table.groupby("model", sort=False):
         slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in model)[:60]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, column, label in (
-            (axes[0], "quality", "quality (1 - repeated 4-grams)"),
-            (axes[1], "mmlu", "MMLU accuracy"),
-        ):
-            if column not in rows.columns or "refusal" not in rows.columns:
+        fig, axes = plt.subplots(1, len(bounded), figsize=(5 * len(bounded), 4), squeeze=False)
+        for ax, column in zip(axes[0], bounded):
+            if column not in rows.columns or primary not in rows.columns:
                 ax.set_visible(False)
                 continue
             for method, group in rows.groupby("method", sort=False):
                 group = group.sort_values("strength", na_position="first")
                 x = pd.to_numeric(group[column], errors="coerce")  # missing -> NaN, not None
-                y = pd.to_numeric(group["refusal"], errors="coerce")
+                y = pd.to_numeric(group[primary], errors="coerce")
                 ax.plot(x, y, marker="o", label=method)
                 for (_, r), xv, yv in zip(group.iterrows(), x, y):
                     if not r["is_baseline"] and not (math.isnan(xv) or math.isnan(yv)):
@@ -268,10 +356,10 @@ def plot(table: pd.DataFrame, out: Path) -> list[str]:
                             xytext=(3, 3),
                             textcoords="offset points",
                         )
-            ax.set_xlabel(label)
-            ax.set_ylabel("refusal rate (harmful)")
+            ax.set_xlabel(column)
+            ax.set_ylabel(f"{primary} (target set)")
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+        axes[0][0].legend(fontsize=8)
         fig.suptitle(model)
         fig.tight_layout()
         for ext in ("png", "svg"):
@@ -300,6 +388,11 @@ def examples(generations: pd.DataFrame, target: str | None, per_cell: int = 2) -
     shown = generations[
         (generations["split"] == "evaluation") & (generations["eval_set"] == target)
     ]
+    from steerbench.results import GENERATIONS_SCHEMA
+
+    labels = [  # the metrics' text columns (a classifier's label), whatever they are
+        c for c in shown.columns if c not in GENERATIONS_SCHEMA.names and shown[c].dtype == object
+    ]
     rows = []
     for _, group in shown.groupby("cell_key", sort=False):
         for _, r in group.head(per_cell).iterrows():
@@ -310,13 +403,86 @@ def examples(generations: pd.DataFrame, target: str | None, per_cell: int = 2) -
                     "strength": "–" if pd.isna(r["strength"]) else f"{r['strength']:g}",
                     "prompt": r["prompt"],
                     "response": r["response"],
-                    "label": r["refusal_label"] or "",
+                    "label": ", ".join(str(r[c]) for c in labels if isinstance(r[c], str)),
                 }
             )
     return rows
 
 
-def build(sources: list[Path], out: Path) -> Path:
+def tasks_for(sources: list[Path]) -> list:
+    """The tasks of the first results directory whose resolved config declares them, else
+    the shipped default config's (submitted files carry no config)."""
+    import yaml
+
+    from steerbench.config import default_tasks_document, parse_tasks
+
+    for source in sources:
+        path = source / "config.resolved.yaml" if source.is_dir() else None
+        if path is not None and path.is_file():
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if document.get("tasks"):
+                return parse_tasks(document["tasks"])
+    return parse_tasks(default_tasks_document())
+
+
+def pareto_points(rows: pd.DataFrame, target: str | None, task) -> dict:
+    """The task's primary metric (target set) against the first model-level metric (MMLU
+    for the default config), as SVG coordinates for the page's scatter plot; every point
+    carries its method and strength."""
+    primary = task.metric
+    x_metric = next((k for k in rows.columns if k.endswith("_delta")), None)
+    x_metric = x_metric.removesuffix("_delta") if x_metric else primary
+    width, height, pad = 520, 320, 40
+    points = []
+    for _, r in rows.iterrows():
+        x, y = _number(r, x_metric), _number(r, primary)
+        if x is None or y is None:
+            continue
+        strength = "unsteered" if r["is_baseline"] else f"{r['strength']:g}"
+        points.append(
+            {
+                "cx": round(pad + x * (width - 2 * pad), 1),
+                "cy": round(height - pad - y * (height - 2 * pad), 1),
+                "method": r["method"],
+                "strength": strength,
+                "label": f"{r['method']} @ {strength}: {primary} {y:.2f}, {x_metric} {x:.2f}",
+            }
+        )
+    return {
+        "x_metric": x_metric,
+        "target": target,
+        "points": points,
+        "width": width,
+        "height": height,
+        "pad": pad,
+    }
+
+
+README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def update_readme(readme: Path, section: list[str]) -> None:
+    """Replace what lies between the leaderboard markers of a project README with
+    ``section`` (generated tables, never edited by hand), atomically."""
+    from steerbench.io import atomic_write_text
+
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise SteerbenchError(
+            f"{readme} has no {README_START} ... {README_END} markers; add them where the "
+            f"tables should go"
+        )
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(
+        readme, head + README_START + "\n" + "\n".join(section) + "\n" + README_END + tail
+    )
+
+
+def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path:
+    """Write ``README.md``, ``index.html`` and the plots: per model, each task's ranking
+    and the full sweep; a cross-model summary of ranks first. With ``readme``, the first
+    model's task rankings also replace the tables between that file's leaderboard markers."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from steerbench.comparisons import compare_cells
@@ -325,11 +491,27 @@ def build(sources: list[Path], out: Path) -> Path:
     frame = load_results(sources, submitted)
     table = cell_table(frame)
     shown = columns(frame)
-    target = target_set(frame[frame["split"] == "evaluation"])
+    evaluation = frame[frame["split"] == "evaluation"]
+    target, roles = target_set(evaluation), _roles(evaluation)
     generations = _generations(sources)
     comparisons = compare_cells(generations) if not generations.empty else None
+    tasks = tasks_for(sources)
     out.mkdir(parents=True, exist_ok=True)
-    plots = plot(table, out)
+    plots = plot(table, out, tasks[0])
+    models = list(dict.fromkeys(table["model"]))
+
+    sections, summary = [], {}
+    for model in models:
+        rows = table[table["model"] == model]
+        for task in tasks:
+            ranking, chosen_on = rank_task(rows, task, roles, target, comparisons)
+            sections.append(
+                {"model": model, "task": task, "ranking": ranking, "chosen_on": chosen_on}
+            )
+            for _, r in ranking.iterrows():
+                mark = "–" if r["failed"] else f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"
+                summary.setdefault(r["method"], {})[(model, task.name)] = mark
+
     lines = [
         "# steerbench leaderboard",
         "",
@@ -337,43 +519,93 @@ def build(sources: list[Path], out: Path) -> Path:
         f"measured on the evaluation split. Refusal ({target}) is the keyword refusal rate "
         "on held-out harmful prompts (degenerate outputs counted separately) with its 95 % "
         "interval (Wilson for rates, bootstrap for means); the other sets are over-refusal "
-        "checks; Δ is against the unsteered model. *Ranking*: each method at its strength "
-        f"with the lowest harmful refusal at quality ≥ {QUALITY_FLOOR}, chosen on the "
-        "validation split (disjoint prompts), ranked by refusal on the evaluation split; "
-        "≈ marks a method whose paired difference from the one above is not significant "
-        "(McNemar's exact test, 5 %), so the two share a rank.",
+        "checks; Δ is against the unsteered model. Each task ranks every method at the "
+        "strength with the best primary metric on the validation split (disjoint prompts) "
+        "among those meeting the task's constraints; ≈ marks a method whose paired "
+        "difference from the one above is not significant (McNemar's exact test, 5 %), so "
+        "the two share a rank. *(reference)*: the unsteered model and control methods.",
+        "",
+        "## Summary: rank per model and task",
         "",
     ]
-    ranked_tables = []
-    for model, rows in table.groupby("model", sort=False):
-        best, chosen_on = best_rows(rows)
-        ranking = ranked(best, comparisons, target)
-        ranked_tables.append(ranking)
-        lines += [f"## {md_cell(model)}", "", f"### Ranking (strengths chosen on {chosen_on})", ""]
-        lines += _markdown_rows(ranking, shown, rank=True)
-        lines += ["", "### Full sweep", ""]
-        lines += _markdown_rows(rows.sort_values(["method", "strength"]), shown)
-        slug = plots[list(table["model"].unique()).index(model)]
+    keys = [(m, t.name) for m in models for t in tasks]
+    lines.append("| method | " + " | ".join(f"{md_cell(m)}: {t}" for m, t in keys) + " |")
+    lines.append("|---|" + "---:|" * len(keys))
+    for method, marks in summary.items():
+        lines.append(f"| {md_cell(method)} | " + " | ".join(marks.get(k, "–") for k in keys) + " |")
+    lines.append("")
+    headline: list[str] = []
+    for model in models:
+        lines += [f"## {md_cell(model)}", ""]
+        for section in sections:
+            if section["model"] != model:
+                continue
+            task = section["task"]
+            limits = "; ".join(_describe(c) for c in task.constraints) or "none"
+            lines += [
+                f"### {md_cell(task.name)}: {task.goal} {md_cell(task.metric)} ({target})",
+                "",
+                f"{md_cell(task.description)} Constraints: {md_cell(limits)}. Strengths "
+                f"chosen on {section['chosen_on']}.",
+                "",
+            ]
+            table_lines = _markdown_rows(section["ranking"], shown, rank=True)
+            lines += table_lines + [""]
+            if model == models[0]:
+                headline += [f"**{md_cell(task.name)}** ({md_cell(model)}):", "", *table_lines, ""]
+        lines += ["### Full sweep", ""]
+        lines += _markdown_rows(
+            table[table["model"] == model].sort_values(["method", "strength"]), shown
+        )
+        slug = plots[models.index(model)]
         lines += ["", f"![refusal vs quality and MMLU]({slug}.svg)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
     env = Environment(
         loader=PackageLoader("steerbench", "templates"), autoescape=select_autoescape(["html"])
     )
-    records = json.loads(
-        table.sort_values(["model", "method", "strength"]).to_json(orient="records")
-    )
-    ranking = pd.concat(ranked_tables) if ranked_tables else table.iloc[:0]
     html = env.get_template("leaderboard.html").render(
-        rows=records,
-        ranking=json.loads(ranking.to_json(orient="records")),
+        models=models,
+        tasks=tasks,
+        target=target,
+        summary=summary,
+        summary_keys=keys,
+        sections=[
+            {**s, "rows": json.loads(s["ranking"].to_json(orient="records"))} for s in sections
+        ],
+        sweeps={
+            m: json.loads(
+                table[table["model"] == m]
+                .sort_values(["method", "strength"])
+                .to_json(orient="records")
+            )
+            for m in models
+        },
+        pareto={m: pareto_points(table[table["model"] == m], target, tasks[0]) for m in models},
         columns=shown,
-        plots=plots,
+        plots=dict(zip(models, plots)),
         examples=examples(generations, target),
         fmt=_fmt,
+        describe=_describe,
     )
     (out / "index.html").write_text(html)
+    if readme is not None:
+        update_readme(readme, headline[:-1])
     return out
+
+
+def _describe(constraint) -> str:
+    where = {"target": "", "model": "", "over_refusal": " on every over-refusal set"}
+    parts = []
+    for bound, text in (
+        (constraint.min, "≥ {:g}"),
+        (constraint.max, "≤ {:g}"),
+        (constraint.max_drop, "drops ≤ {:g}"),
+        (constraint.max_rise, "rises ≤ {:g}"),
+    ):
+        if bound is not None:
+            parts.append(text.format(bound))
+    return f"{constraint.metric}{where[constraint.role]} " + " and ".join(parts)
 
 
 def submit(path: Path, leaderboard: Path) -> Path:

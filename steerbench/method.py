@@ -162,6 +162,8 @@ class SteeringMethod(ABC):
     level: ClassVar[str] = "model"
     """Where it acts: "input" (the prompt), "model" (weights, activations) or "output" (the
     decoding); see ``steerbench.levels``."""
+    is_control: ClassVar[bool] = False
+    """A control, not a method (random neurons): shown as a reference row on leaderboards."""
     neutral_strength: ClassVar[float] = 0.0
     default_strengths: ClassVar[tuple[float, ...]] = ()
     strength_domain: ClassVar[tuple[float, float]] = (-math.inf, math.inf)

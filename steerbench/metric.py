@@ -47,6 +47,12 @@ class MetricResult:
     n: int
     n_missing: int
     extra: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, list] = field(default_factory=dict)
+    """Per-item columns to store with the generations (as the metric declares them in
+    ``item_columns``); empty: one column named after the metric holding ``values``."""
+
+    def item_table(self) -> dict[str, list]:
+        return self.columns or {self.metric: list(self.values)}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -137,6 +143,20 @@ class Metric(ABC):
     """How per-item values aggregate: "rate" (0/1 outcomes) or "mean"; see ``make_result``."""
     value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     """Where every per-item value and aggregate lies; results outside it are rejected."""
+    item_columns: ClassVar[dict[str, str] | None] = None
+    """The per-record columns it stores in generations.parquet, name -> type ("float",
+    "bool", "string", "int"); None: one float column named after the metric. Metrics that
+    measure the model (``measures_steered_model``) store none."""
+
+    @classmethod
+    def declared_columns(cls) -> dict[str, str]:
+        if cls.measures_steered_model:
+            return {}
+        return dict(cls.item_columns) if cls.item_columns is not None else {cls.name: "float"}
+
+    def uses_model(self) -> bool:
+        """Whether this configuration needs a loaded model (a remote judge does not)."""
+        return self.needs_model
 
     @dataclass
     class Config:

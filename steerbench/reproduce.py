@@ -148,7 +148,7 @@ def run_reproduction(
     # 1. the grid
     table = cell_table(frame)
     table = table[table["model"] == model].sort_values(["method", "strength"])
-    plot(table, figures)
+    plot(table, figures, config.tasks[0])
     base = table[table["is_baseline"]].iloc[0]
     by = {(r["method"], r["strength"]): r for _, r in table.iterrows()}
     cna0 = require_cell(by, "cna", 0.0, results)

@@ -52,12 +52,25 @@ GENERATION_FIELDS = [
     pa.field("category", pa.string()),
     pa.field("prompt", pa.string(), nullable=False),
     pa.field("response", pa.string(), nullable=False),
-    pa.field("refusal", pa.bool_()),
-    pa.field("refusal_label", pa.string()),
-    pa.field("quality", pa.float64()),
-    pa.field("strongreject", pa.float64()),
 ]
+"""The fixed columns of generations.parquet; after them come the per-item columns that the
+run's metrics declare (``Metric.item_columns``), typed as declared."""
 GENERATIONS_SCHEMA = pa.schema(GENERATION_FIELDS, metadata={"schema_version": "2"})
+COLUMN_TYPES = {"float": pa.float64(), "bool": pa.bool_(), "string": pa.string(), "int": pa.int64()}
+
+
+def generations_schema(declared: dict[str, str]) -> pa.Schema:
+    """The fixed columns plus declared per-item columns (name -> type name)."""
+    extra = []
+    for name, kind in declared.items():
+        if name in GENERATIONS_SCHEMA.names or kind not in COLUMN_TYPES:
+            raise SteerbenchError(
+                f"per-item column {name!r} ({kind!r}) clashes with a fixed column or has a "
+                f"type outside {', '.join(COLUMN_TYPES)}"
+            )
+        extra.append(pa.field(name, COLUMN_TYPES[kind]))
+    return pa.schema(GENERATION_FIELDS + extra, metadata={"schema_version": str(SCHEMA_VERSION)})
+
 
 RESULT_FIELDS = [
     pa.field("schema_version", pa.int32(), nullable=False),
@@ -173,11 +186,17 @@ def is_finished(results: Path, key: str) -> bool:
 
 
 def save_cell(
-    results: Path, key: str, generations: list[dict], rows: list[dict], info: dict
+    results: Path,
+    key: str,
+    generations: list[dict],
+    rows: list[dict],
+    info: dict,
+    columns: dict[str, str] | None = None,
 ) -> None:
-    """Generations first, the result JSON last: its presence marks the cell finished."""
+    """Generations first, the result JSON last: its presence marks the cell finished.
+    ``columns``: the per-item columns the cell's metrics declare (name -> type)."""
     directory = cell_dir(results, key)
-    write_table(directory / "generations.parquet", generations, GENERATIONS_SCHEMA)
+    write_table(directory / "generations.parquet", generations, generations_schema(columns or {}))
     payload = {"schema_version": SCHEMA_VERSION, "info": info, "rows": rows}
     atomic_write_text(directory / RESULT_JSON, json.dumps(payload, indent=1) + "\n")
 
@@ -201,8 +220,16 @@ def consolidate(results: Path) -> tuple[int, int]:
                 table = table.append_column(
                     "split", pa.array(["evaluation"] * table.num_rows, pa.string())
                 )
-            tables.append(table.select(GENERATIONS_SCHEMA.names).cast(GENERATIONS_SCHEMA))
-    generations = pa.concat_tables(tables) if tables else GENERATIONS_SCHEMA.empty_table()
+            fixed = table.select(GENERATIONS_SCHEMA.names).cast(GENERATIONS_SCHEMA)
+            for name in table.column_names:  # then the metrics' declared columns, as stored
+                if name not in GENERATIONS_SCHEMA.names:
+                    fixed = fixed.append_column(table.schema.field(name), table.column(name))
+            tables.append(fixed.replace_schema_metadata(None))
+    generations = (
+        pa.concat_tables(tables, promote_options="default")
+        if tables
+        else GENERATIONS_SCHEMA.empty_table()
+    )
     buffer = io.BytesIO()
     pq.write_table(generations, buffer)
     atomic_write_bytes(results / "generations.parquet", buffer.getvalue())

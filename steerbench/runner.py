@@ -462,13 +462,22 @@ class Runner:
         self.save(cell, records, results, time.perf_counter() - start, lm)
 
     def save(self, cell: Cell, records, results, seconds: float, lm) -> None:
+        """One cell's generations (with every metric's declared per-item columns) and
+        its result rows, written atomically; no metric is named here."""
+        from steerbench.metric import METRICS
         from steerbench.results import SCHEMA_VERSION
 
         key = cell_key(self.config, cell)
-        per_item = {(split, s, r.metric): r.values for split, s, r in results}
+        per_item: dict[tuple[str, str], dict[str, list]] = {}
+        declared: dict[str, str] = {}
+        for split, name, result in results:
+            if name == "*":  # model-level metrics (MMLU) have no per-record values
+                continue
+            declared.update(METRICS.get(result.metric).declared_columns())
+            per_item.setdefault((split, name), {}).update(result.item_table())
         generations = []
         for (split, name), items in records.items():
-            refusal = per_item.get((split, name, "refusal"))
+            columns = per_item.get((split, name), {})
             for i, record in enumerate(items):
                 row = {
                     "schema_version": SCHEMA_VERSION,
@@ -483,18 +492,7 @@ class Runner:
                     "prompt": record.prompt,
                     "response": record.response,
                 }
-                for metric in ("quality", "strongreject"):
-                    values = per_item.get((split, name, metric))
-                    row[metric] = values[i] if values else None
-                if refusal:
-                    row["refusal"] = None if refusal[i] is None else bool(refusal[i])
-                    row["refusal_label"] = (
-                        "degenerate"
-                        if refusal[i] is None
-                        else "refusal"
-                        if refusal[i]
-                        else "compliance"
-                    )
+                row.update({column: values[i] for column, values in columns.items()})
                 generations.append(row)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rows = []
@@ -541,7 +539,7 @@ class Runner:
             "strength": cell.strength,
             "seconds": round(seconds, 2),
         }
-        save_cell(self.results, key, generations, rows, info)
+        save_cell(self.results, key, generations, rows, info, declared)
         log.info("Finished %s in %.0f s", cell.label, seconds)
 
     def log_to_mlflow(self, tracker, cells: list[Cell]) -> None:

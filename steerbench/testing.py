@@ -220,7 +220,8 @@ def check_method(
 
 def check_metric(metric, records, *, lm=None) -> None:
     """Assert the contract of a ``Metric`` instance on ``records`` (and ``lm`` if it needs
-    one): one value per record (for record metrics), every value and the aggregate inside
+    one): one value per record (for record metrics), exactly the declared per-item columns
+    with one value of the declared type per record, every value and the aggregate inside
     the declared ``value_range``, missing values counted in ``n_missing``, the CI around
     the aggregate."""
     import math
@@ -230,6 +231,18 @@ def check_metric(metric, records, *, lm=None) -> None:
     assert result.metric == metric.name
     if not metric.measures_steered_model:
         assert len(result.values) == result.n == len(records), "not one value per record"
+        declared = metric.declared_columns()
+        table = result.item_table()
+        assert set(table) == set(declared), (
+            f"columns {sorted(table)} != declared {sorted(declared)}"
+        )
+        python_types = {"float": (int, float), "int": (int,), "bool": (bool,), "string": (str,)}
+        for column, values in table.items():
+            assert len(values) == len(records), f"column {column} has not one value per record"
+            kind = python_types[declared[column]]
+            assert all(v is None or isinstance(v, kind) for v in values), (
+                f"column {column} holds values that are not {declared[column]}"
+            )
     missing = sum(v is None for v in result.values)
     assert result.n_missing == missing, "missing values are not counted"
     for value in result.values:

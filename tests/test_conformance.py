@@ -42,7 +42,7 @@ def test_every_builtin_method_keeps_the_contract(name, sae_dir):
     check_method(get_method(name, **params), model, tokenizer)
 
 
-@pytest.mark.parametrize("name", ["caa", "probe", "pca"])
+@pytest.mark.parametrize("name", ["caa", "probe", "pca", "directional-ablation"])
 def test_vector_methods_keep_the_contract_scoped_to_generated_tokens(name):
     model, tokenizer = tiny_model("llama", seed=2)
     check_method(get_method(name, scope="generation"), model, tokenizer)

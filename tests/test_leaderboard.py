@@ -31,10 +31,16 @@ def results_dir(finished_run, tmp_path):
 def test_build_writes_markdown_html_and_plots(results_dir, tmp_path):
     out = build([results_dir], tmp_path / "board")
     readme = (out / "README.md").read_text()
-    assert "### Ranking (strengths chosen on" in readme and "| cna |" in readme
+    assert "## Summary: rank per model and task" in readme and "| cna |" in readme
+    assert "### remove-refusal: minimize refusal (harmful)" in readme
+    assert "### add-refusal: maximize refusal (harmful)" in readme
     html = (out / "index.html").read_text()
     assert EVIL not in html and "&lt;script&gt;" in html
-    assert html.count("<tr data-method=") == 5
+    # per task a ranking of cna, random-neurons, caa and the unsteered model; the sweep:
+    # all 5 cells
+    assert html.count('<section class="ranking"') == 2
+    assert html.count("<tr data-method=") == 2 * 4 + 5
+    assert html.count("<circle ") == 5 and "<title>cna @ 0: refusal" in html
     assert list(out.glob("*.png")) and list(out.glob("*.svg"))
 
 
@@ -79,27 +85,45 @@ CHROMIUM_FLAGS = [
 @pytest.mark.skipif(
     chromium() is None, reason="Chromium is not installed (apt-get install chromium)"
 )
-def test_page_renders_rows_and_plots_in_headless_chromium(results_dir, tmp_path):
+def test_page_switches_sorts_and_escapes_in_headless_chromium(results_dir, tmp_path):
+    """The page's own script, run by a real browser: the hash picks the model and task
+    (only that ranking is shown), sorts the visible table, and model text stays text."""
+    import re
     import subprocess
 
     out = build([results_dir], tmp_path / "board")
     profile = tmp_path / "profile"
-    done = subprocess.run(
-        [
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--dump-dom",
-            (out / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    dom = done.stdout
-    assert dom.count("<tr data-method=") == 5, done.stderr[-2000:]
-    assert 'data-loaded="yes"' in dom  # the SVG plot was fetched and decoded
-    assert "<script>alert" not in dom  # escaped model output stays text
+
+    def dom(fragment: str) -> str:
+        done = subprocess.run(
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--dump-dom",
+                (out / "index.html").as_uri() + fragment,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert 'data-ready="yes"' in done.stdout, done.stderr[-2000:]  # the script ran
+        return done.stdout
+
+    def visible_sections(page: str) -> list[str]:
+        return re.findall(r'<section class="ranking" data-model="[^"]*" data-task="([^"]+)">', page)
+
+    page = dom("")
+    assert visible_sections(page) == ["remove-refusal"]  # the default: first model, first task
+    assert 'data-loaded="yes"' in page  # the SVG plot was fetched and decoded
+    assert "<script>alert" not in page and "&lt;script&gt;" in page  # escaped model output
+    page = dom("#task=add-refusal")
+    assert visible_sections(page) == ["add-refusal"]
+    # sorted by method name, descending, in the visible ranking
+    page = dom("#task=add-refusal&sort=method&order=desc")
+    section = page.split('data-task="add-refusal">', 1)[1].split("</section>", 1)[0]
+    methods = re.findall(r'<tr data-method="([^"]+)"', section)
+    assert methods == sorted(methods, reverse=True) and len(methods) == 4
     shot = tmp_path / "page.png"
     subprocess.run(
         [

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from steerbench.comparisons import compare_cells, mcnemar_exact
+from steerbench.config import default_tasks_document, parse_tasks
 from steerbench.errors import SteerbenchError
-from steerbench.leaderboard import best_rows
+from steerbench.leaderboard import rank_task, select_strength
 from steerbench.metric import Record, get_metric, make_result, wilson_interval
 
 Z = 1.959963984540054
@@ -76,25 +77,77 @@ def test_paired_comparisons_on_constructed_data():
     assert quality["test"] == "wilcoxon" and quality["difference"] == pytest.approx(0.15)
 
 
+def _table(**columns) -> pd.DataFrame:
+    base = {
+        "model": ["m", "m", "m"],
+        "method": ["none", "x", "x"],
+        "method_name": ["none", "x", "x"],
+        "strength": [None, 1.0, 2.0],
+        "is_baseline": [True, False, False],
+        "reference": [True, False, False],
+        "cell_key": ["k0", "k1", "k2"],
+        "refusal": [0.8, 0.5, 0.1],
+        "quality": [1.0, 1.0, 1.0],
+        "mmlu": [0.6, 0.6, 0.6],
+        "refusal:benign": [0.1, 0.1, 0.1],
+    }
+    return pd.DataFrame({**base, **columns}).astype(object)
+
+
+REMOVE, ADD = parse_tasks(default_tasks_document())
+ROLES = {"harmful": "target", "benign": "over_refusal"}
+
+
 def test_strength_is_chosen_on_validation_and_reported_on_evaluation():
-    table = pd.DataFrame(
-        {
-            "model": ["m", "m"],
-            "method": ["x", "x"],
-            "strength": [1.0, 2.0],
-            "is_baseline": [False, False],
-            "cell_key": ["k1", "k2"],
-            # evaluation says strength 2 is best; validation says 1: validation decides
-            "refusal": [0.5, 0.1],
-            "quality": [1.0, 1.0],
-            "validation:refusal": [0.2, 0.4],
-            "validation:quality": [1.0, 1.0],
-        }
+    # evaluation says strength 2 is best; validation says 1: validation decides
+    table = _table(**{"validation:refusal": [0.8, 0.2, 0.4], "validation:quality": [1.0] * 3})
+    rows = table[table["method"] == "x"]
+    row, split = select_strength(rows, table.iloc[0], REMOVE, ROLES)
+    assert split == "validation" and row["strength"] == 1.0
+    row, split = select_strength(
+        rows.drop(columns=["validation:refusal"]), table.iloc[0], REMOVE, ROLES
     )
-    best, split = best_rows(table)
-    assert split == "validation" and best["strength"].tolist() == [1.0]
-    best, split = best_rows(table.drop(columns=["validation:refusal", "validation:quality"]))
-    assert split == "evaluation" and best["strength"].tolist() == [2.0]
+    assert split == "evaluation" and row["strength"] == 2.0
+
+
+def test_task_constraints_exclude_strengths_and_methods():
+    # strength 2 breaks MMLU (drop 0.10 > 0.05): remove-refusal must take strength 1
+    table = _table(mmlu=[0.6, 0.58, 0.5])
+    ranking, _ = rank_task(table, REMOVE, ROLES, "harmful", None)
+    assert ranking.set_index("method").loc["x", "strength"] == 1.0
+    # every strength raises over-refusal by 0.3: no strength qualifies for add-refusal
+    table = _table(**{"refusal:benign": [0.1, 0.4, 0.4], "refusal": [0.8, 0.9, 0.95]})
+    ranking, _ = rank_task(table, ADD, ROLES, "harmful", None)
+    failed = ranking.set_index("method").loc["x"]
+    assert failed["failed"] and failed["rank"] == "–"
+
+
+def test_ranking_marks_ties_from_the_paired_test():
+    table = _table()
+    comparisons = pd.DataFrame(
+        [
+            {
+                "metric": "refusal",
+                "eval_set": "harmful",
+                "cell_a": "k1",
+                "cell_b": "k0",
+                "p_value": 0.5,
+            },
+            {
+                "metric": "refusal",
+                "eval_set": "harmful",
+                "cell_a": "k2",
+                "cell_b": "k0",
+                "p_value": 0.001,
+            },
+        ]
+    )
+    ranking, _ = rank_task(table, REMOVE, ROLES, "harmful", comparisons)
+    assert ranking["method"].tolist() == ["x", "none"]  # x at strength 2 (0.1) first
+    assert ranking["rank"].tolist() == [1, 2] and ranking["tie"].tolist() == ["", ""]
+    comparisons.loc[1, "p_value"] = 0.2  # not significant: the unsteered model ties
+    ranking, _ = rank_task(table, REMOVE, ROLES, "harmful", comparisons)
+    assert ranking["rank"].tolist() == [1, 1] and ranking["tie"].tolist() == ["", "≈"]
 
 
 # -- the local judge -----------------------------------------------------------------------
@@ -209,3 +262,19 @@ def test_a_broken_remote_judge_stops_the_run_before_any_work(tmp_path, handler, 
     finally:
         if server is not None:
             server.shutdown()
+
+
+def test_judge_validation_set_and_the_keyword_classifier_numbers():
+    from collections import Counter
+
+    from steerbench.data import read_jsonl, verified_path
+    from steerbench.metrics.strongreject import JUDGE_VALIDATION_SET, judge_validation_report
+
+    rows = read_jsonl(verified_path(JUDGE_VALIDATION_SET))
+    counts = Counter(r["label"] for r in rows)
+    assert len(rows) == 117 and min(counts.values()) >= 19  # every kind well represented
+    (keyword,) = judge_validation_report()
+    assert (keyword["true_positive"], keyword["false_positive"]) == (47, 44)
+    assert (keyword["false_negative"], keyword["true_negative"]) == (3, 23)
+    assert keyword["agreement"] == pytest.approx(70 / 117)
+    assert keyword["auroc"] == pytest.approx(0.6416, abs=1e-4)

@@ -1,4 +1,4 @@
-"""``steerbench metrics``, ``evaluate`` and ``validate-refusal``."""
+"""``steerbench metrics``, ``evaluate``, ``validate-refusal`` and ``validate-judge``."""
 
 from __future__ import annotations
 
@@ -82,13 +82,6 @@ def read_records(path: Path):
     ]
 
 
-def per_item_field(metric: str, value):
-    """Per-item values as written to files: refusal as a boolean, the rest as numbers."""
-    if value is None:
-        return None
-    return bool(value) if metric == "refusal" else value
-
-
 def print_results(results) -> None:
     print(f"{'metric':14} {'value':>8} {'95% CI':>19} {'n':>5} {'missing':>7}")
     for r in results:
@@ -105,9 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     options = metric_options_from_args(args)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     metrics = [get_metric(name, **options.get(name, {})) for name in names]
-    needs_lm = any(
-        m.needs_model and not (m.name == "strongreject" and m.config.judge_url) for m in metrics
-    )
+    needs_lm = any(m.uses_model() for m in metrics)
     lm = load_from_args(args) if needs_lm else None
     results = [m.compute(records, lm=lm) for m in metrics]
     print_results(results)
@@ -115,9 +106,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = []
         for i, record in enumerate(records):
             row = {"id": record.id, "prompt": record.prompt, "response": record.response}
-            for result in results:
-                if len(result.values) == len(records) and result.metric != "mmlu":
-                    row[result.metric] = per_item_field(result.metric, result.values[i])
+            for metric, result in zip(metrics, results):
+                if not metric.measures_steered_model:  # per-record values, as declared
+                    row.update({k: v[i] for k, v in result.item_table().items()})
             rows.append(row)
         write_rows(Path(args.out), rows)
         log.info("Wrote per-item values to %s", args.out)
@@ -171,6 +162,27 @@ def cmd_validate_refusal(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate_judge(args: argparse.Namespace) -> int:
+    from steerbench.metrics.strongreject import HELP_THRESHOLD, judge_validation_report
+    from steerbench.models import BUILTIN_MODELS, is_installed, load_model
+
+    names = args.judge or [n for n, b in BUILTIN_MODELS.items() if is_installed(b)]
+    judges = [load_model(name, device=args.device, dtype=args.dtype) for name in names]
+    report = judge_validation_report(judges, batch_size=args.batch_size)
+    print(
+        f"on {report[0]['n']} labelled (prompt, response) pairs (datasets/judge_validation; "
+        f"helps = full or partial); agreement at score >= {HELP_THRESHOLD}"
+    )
+    print(f"{'classifier':58} {'agree':>6} {'AUROC':>6} {'TP':>4} {'FP':>4} {'FN':>4} {'TN':>4}")
+    for r in report:
+        print(
+            f"{r['classifier']:58} {r['agreement']:6.3f} {r['auroc']:6.3f} "
+            f"{r['true_positive']:4d} {r['false_positive']:4d} {r['false_negative']:4d} "
+            f"{r['true_negative']:4d}"
+        )
+    return 0
+
+
 def register_metric_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("metrics", help="list metrics (built-in and plugins)")
     p.set_defaults(handler=cmd_metrics)
@@ -196,3 +208,20 @@ def register_metric_commands(sub: argparse._SubParsersAction) -> None:
         "validate-refusal", help="accuracy of the refusal classifier on the labelled set"
     )
     p.set_defaults(handler=cmd_validate_refusal)
+
+    p = sub.add_parser(
+        "validate-judge",
+        help="agreement and AUROC of the StrongREJECT judge(s) and the keyword classifier "
+        "against the hand-labelled set",
+        description="Score the 117 hand-labelled (prompt, response) pairs of "
+        "datasets/judge_validation with the keyword refusal classifier and each local judge "
+        "(default: every installed built-in model), and print agreement with the labels, "
+        "AUROC and the confusion counts.",
+    )
+    p.add_argument(
+        "--judge", action="append", help="a judge model (repeatable; default: built-in ones)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="judge batch size (default 8)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--dtype", default="auto", help="model dtype (default: auto)")
+    p.set_defaults(handler=cmd_validate_judge)

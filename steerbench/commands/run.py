@@ -97,7 +97,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     sources = [Path(p) for p in (args.results or [])]
     if not sources:  # this machine's runs, ahead of (and never replaced by) submissions
         sources = sorted(p for p in Path("results").glob("*") if (p / "results.parquet").is_file())
-    out = build(sources, Path(args.out))
+    out = build(sources, Path(args.out), readme=Path(args.readme) if args.readme else None)
     print(f"leaderboard written to {out}/README.md and {out}/index.html")
     return 0
 
@@ -125,6 +125,11 @@ def register_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
         "every directory under ./results)",
     )
     b.add_argument("--out", default="leaderboard", help="output directory (default: leaderboard)")
+    b.add_argument(
+        "--readme",
+        help="also replace the tables between <!-- leaderboard:start --> and "
+        "<!-- leaderboard:end --> in this file (the project README's headline tables)",
+    )
     b.set_defaults(handler=cmd_leaderboard_build)
     s = board.add_parser(
         "submit",

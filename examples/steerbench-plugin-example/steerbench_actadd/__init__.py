@@ -3,7 +3,8 @@ steerbench plugin.
 
 Unlike CAA, which averages over many prompt pairs, ActAdd steers with the residual
 difference of a single contrast pair (here: the first positive and first negative prompt),
-added at one layer, scaled by the strength.
+added at one layer, scaled by the strength. Like steerbench's own residual methods it
+takes ``scope``: every position ("all") or only the answer's tokens ("generation").
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from steerbench.interventions import add_to_residual
+from steerbench.errors import SteerbenchError
+from steerbench.interventions import SCOPES, add_to_residual
 from steerbench.method import Artifact, FitContext, SteeringMethod, TensorSpec
 
 
@@ -27,6 +29,12 @@ class ActAdd(SteeringMethod):
     class Config:
         layer: int | None = None
         """Layer to steer (default: the middle layer)."""
+        scope: str = "all"
+        """Positions steered: "all" or "generation" (the answer's tokens only)."""
+
+        def __post_init__(self) -> None:
+            if self.scope not in SCOPES:
+                raise SteerbenchError(f"scope must be one of {', '.join(SCOPES)}")
 
     def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
         pos = ctx.activations(positive[:1]).resid_post[0]  # [n_layers, d_model]
@@ -46,5 +54,7 @@ class ActAdd(SteeringMethod):
         # steer() has checked the artifact (tensors below), the model and the strength,
         # and handles the neutral strength; only the intervention is left
         return add_to_residual(
-            model, {artifact.metadata["layer"]: strength * artifact.tensors["vector"]}
+            model,
+            {artifact.metadata["layer"]: strength * artifact.tensors["vector"]},
+            self.config.scope,
         )

@@ -26,3 +26,15 @@ def test_keeps_steerbenchs_method_contract():
     """steerbench's conformance kit: neutral is identity, weights restored on exit and on
     exceptions, artifacts round-trip, bad strengths refused."""
     check_method(get_method("actadd", layer=1), strength=4.0)
+
+
+def test_generation_scope_keeps_the_contract_and_leaves_the_prompt_alone():
+    model, tokenizer = tiny_model("qwen2")
+    method = get_method("actadd", layer=1, scope="generation")
+    check_method(method, strength=4.0)
+    artifact = method.fit(FitContext(model, tokenizer), ["I hate you"], ["I love you"])
+    ids = tokenizer("Hello there", return_tensors="pt")
+    with torch.inference_mode():
+        before = model(**ids).logits
+        with method.steer(model, artifact, 4.0):  # a prompt pass: unsteered
+            assert torch.equal(model(**ids).logits, before)
