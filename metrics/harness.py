@@ -40,6 +40,18 @@ class HarnessTasks(Metric):
         if lm is None:
             raise SteerbenchError("the lm-eval metric needs a model; pass --model")
         from steerbench.harness import evaluate
+        from steerbench.levels import active_instructions, active_logits_processors
+
+        if active_instructions() or active_logits_processors():
+            # lm-eval builds its own prompts and decoding: a prompt- or decoding-level
+            # method would not be applied, so report nothing rather than the unsteered model
+            return make_result(
+                self.name,
+                [],
+                seed=self.config.seed,
+                kind=self.kind,
+                skipped="the method acts on the prompt or decoding, which lm-eval builds itself",
+            )
 
         output = evaluate(
             lm, self.config.tasks, limit=self.config.limit, batch_size=self.config.batch_size

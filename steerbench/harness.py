@@ -97,6 +97,12 @@ def steering_context(model, method: str | None, artifact: str | None, strength: 
         raise SteerbenchError("method needs artifact=DIR in model_args (`steerbench discover`)")
     fitted = Artifact.load(artifact)
     steerer = get_method(method, **fitted.metadata.get("hyperparameters", {}))
+    if steerer.level != "model":
+        raise SteerbenchError(
+            f"method {method!r} acts on the {steerer.level} (prompt or decoding), which "
+            f"lm-eval builds itself, so it would not be applied; the lm-eval model type "
+            f"supports methods that act on the model (weights or activations)"
+        )
     value = steerer.neutral_strength if strength is None else float(strength)
     steerer.steer(model, fitted, value)  # validate artifact, model and strength up front
     return lambda: steerer.steer(model, fitted, value)

@@ -1,10 +1,14 @@
 """The leaderboard: Markdown and a static HTML page generated from results Parquet files.
 
-``build`` reads results directories (and everything submitted to ``leaderboard/results/``),
-and writes ``README.md`` (tables per model: each method at its best strength and over its
-sweep), ``index.html`` (sortable table, curves, example generations; all model text is
-HTML-escaped by Jinja2's autoescaping) and the plots as PNG and SVG. ``submit`` validates a
-results file (schema and provenance) before adding it.
+``build`` reads results directories (and everything submitted to ``leaderboard/results/``)
+and, for each model and each task of the config (``tasks:``), picks every method's strength
+on the validation split, ranks the methods on the evaluation split and marks the ties a
+paired test cannot break (``steerbench.comparisons``). It writes ``README.md`` (a summary of
+ranks, then per model each task's ranking and the full sweep), ``index.html`` (one static
+page: model and task switch, sortable tables, a scatter plot with tooltips, example
+generations; all model text is HTML-escaped by Jinja2's autoescaping) and the plots as PNG
+and SVG. Columns come from what the results hold, named by set: no metric is special-cased.
+``submit`` validates a results file (schema and provenance) before adding it.
 """
 
 from __future__ import annotations
@@ -450,8 +454,17 @@ def pareto_points(rows: pd.DataFrame, target: str | None, task) -> dict:
         )
     return {
         "x_metric": x_metric,
+        "y_metric": primary,
         "target": target,
         "points": points,
+        "ticks": [
+            {
+                "value": f"{v:g}",
+                "x": pad + v * (width - 2 * pad),
+                "y": height - pad - v * (height - 2 * pad),
+            }
+            for v in (0.0, 0.25, 0.5, 0.75, 1.0)
+        ],
         "width": width,
         "height": height,
         "pad": pad,
@@ -542,10 +555,11 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
                 continue
             task = section["task"]
             limits = "; ".join(_describe(c) for c in task.constraints) or "none"
+            description = task.description.rstrip(".")
             lines += [
                 f"### {md_cell(task.name)}: {task.goal} {md_cell(task.metric)} ({target})",
                 "",
-                f"{md_cell(task.description)} Constraints: {md_cell(limits)}. Strengths "
+                f"{md_cell(description)}. Constraints: {md_cell(limits)}. Strengths "
                 f"chosen on {section['chosen_on']}.",
                 "",
             ]
@@ -587,6 +601,9 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         examples=examples(generations, target),
         fmt=_fmt,
         describe=_describe,
+        strength=lambda r: (
+            "–" if r.get("is_baseline") or r.get("strength") is None else f"{r['strength']:g}"
+        ),
     )
     (out / "index.html").write_text(html)
     if readme is not None:

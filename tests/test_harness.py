@@ -92,6 +92,19 @@ def test_bad_steering_arguments_are_one_line(fitted):
         )
 
 
+def test_prompt_and_decoding_level_methods_are_refused_not_silently_ignored(fitted, tmp_path):
+    import steerbench.harness as harness
+    from steerbench.errors import SteerbenchError
+
+    directory, _ = fitted
+    lm = load_model(str(directory), device="cpu", dtype="float32")
+    ctx = FitContext(lm.model, lm.tokenizer, model_name=str(directory))
+    for name in ("prompt", "refusal-logit-bias"):
+        path = get_method(name).fit(ctx, ["a"], ["b"]).save(tmp_path / name)
+        with pytest.raises(SteerbenchError, match="which lm-eval builds itself"):
+            harness.steering_context(lm.model, name, str(path), -1.0)
+
+
 def test_lm_eval_tasks_as_a_benchmark_metric_land_in_the_results(fitted, tmp_path):
     import pyarrow.parquet as pq
     from test_runner import tiny_config

@@ -29,10 +29,13 @@ def parse_params(pairs: list[str] | None) -> dict:
 def cmd_methods(args: argparse.Namespace) -> int:
     from steerbench.method import METHODS
 
-    print(f"{'name':24} {'source':16} {'neutral':>7}  description")
+    print(f"{'name':24} {'source':16} {'acts on':7} {'neutral':>7}  description")
     for entry in METHODS.entries():
         cls = entry.cls
-        print(f"{entry.name:24} {entry.source:16} {cls.neutral_strength:7g}  {cls.description}")
+        print(
+            f"{entry.name:24} {entry.source:16} {cls.level:7} {cls.neutral_strength:7g}  "
+            f"{cls.description}"
+        )
     return 0
 
 
