@@ -33,6 +33,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,23 +139,32 @@ class JudgeCache:
 
     def __init__(self, directory: Path | None, judge: Any = None) -> None:
         self.directory = directory
-        # in memory, a local judge is also told apart by its weights object: test models
-        # (and local directories) may share a name
+        # in memory, only local judges, told apart by a token stored on their weights object
+        # (two models may share a name; an id() can be reused once a model is freed)
         lm = getattr(judge, "lm", None)
-        self.scope = f"{id(lm.model)}:" if lm is not None else ""
+        self.scope = None
+        if lm is not None:
+            token = getattr(lm.model, "_steerbench_judge_token", None)
+            if token is None:
+                token = uuid.uuid4().hex
+                lm.model._steerbench_judge_token = token
+            self.scope = f"{token}:"
 
     def key(self, judge: str, prompt: str, response: str) -> str:
         payload = json.dumps([judge, prompt, response], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def get(self, key: str) -> str | None:
-        if self.scope + key in self._memory or self.directory is None:
-            return self._memory.get(self.scope + key)
+        if self.scope is not None and self.scope + key in self._memory:
+            return self._memory[self.scope + key]
+        if self.directory is None:
+            return None
         path = self.directory / f"{key}.json"
         return json.loads(path.read_text())["text"] if path.is_file() else None
 
     def put(self, key: str, text: str) -> None:
-        self._memory[self.scope + key] = text
+        if self.scope is not None:
+            self._memory[self.scope + key] = text
         if self.directory is not None:
             atomic_write_text(self.directory / f"{key}.json", json.dumps({"text": text}))
 

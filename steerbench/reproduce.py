@@ -271,6 +271,8 @@ def disagreements(results: Path, model: str) -> dict[str, Any]:
 
     everything = pq.read_table(results / "generations.parquet").to_pandas()
     everything = everything[(everything["model"] == model) & (everything["split"] == "evaluation")]
+    if "strongreject" not in everything.columns:  # the config has no judge
+        everything = everything.assign(strongreject=float("nan"))
     # the judge reads the responses the keyword classifier calls compliance (the others
     # score 0); a grade below 2 of 5 says "no real help" where the keywords saw compliance
     judged = everything[

@@ -41,6 +41,8 @@ def test_ray_executor_gives_the_same_rows_as_the_local_executor(
     remote = pq.read_table(tmp_path / "results.parquet").to_pandas().sort_values(keys)
     assert list(local["cell_key"]) == list(remote["cell_key"])
     for column in ("value", "ci_low", "ci_high"):
-        assert (local[column].fillna(-1) - remote[column].fillna(-1)).abs().max() < 1e-6
+        # the same up to float rounding (a Ray worker may use another thread count, which
+        # reorders float32 reductions such as kl-benign's)
+        assert (local[column].fillna(-1) - remote[column].fillna(-1)).abs().max() < 1e-5
     # resumable across executors: a local rerun finds every cell finished
     assert Runner(config, tmp_path, progress=False).run()["ran"] == 0

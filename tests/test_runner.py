@@ -12,7 +12,7 @@ import yaml
 
 from steerbench.config import load_config, parse_config
 from steerbench.errors import SteerbenchError
-from steerbench.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA
+from steerbench.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA, generations_schema
 from steerbench.runner import Runner, plan
 from steerbench.testing import save_tiny_model
 
@@ -53,7 +53,15 @@ def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
     config, results, summary = finished_run
     assert summary == {"cells": 5, "ran": 5, "generations": 5 * 9, "result_rows": 5 * 9}
     generations = pq.read_table(results / "generations.parquet")
-    assert generations.schema.equals(GENERATIONS_SCHEMA, check_metadata=False)
+    declared = {
+        "refusal": "bool",
+        "refusal_label": "string",
+        "quality": "float",
+        "strongreject": "float",
+        "kl-benign": "float",
+    }  # the fixed columns, then what the config's metrics declare, in order
+    assert generations.schema.equals(generations_schema(declared), check_metadata=False)
+    assert generations.schema.names[: len(GENERATIONS_SCHEMA)] == GENERATIONS_SCHEMA.names
     assert generations.num_rows == 5 * (3 + 3 + 3)  # harmful, benign, validation harmful
     rows = pq.read_table(results / "results.parquet")
     assert rows.schema.equals(RESULTS_SCHEMA, check_metadata=False)
