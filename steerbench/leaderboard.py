@@ -215,10 +215,11 @@ def meets(row, baseline, constraint, roles: dict[str, str]) -> bool:
 
 
 def select_strength(rows: pd.DataFrame, baseline, task, roles: dict[str, str]):
-    """A method's cell for a task: among its strengths that meet every constraint, the best
-    primary metric on the validation split when the run has one (so the reported,
-    evaluation number is not the one it was picked by), else on evaluation. Returns
-    (row or None, the split that chose it)."""
+    """A method's cell for a task: among its strengths that meet every constraint and move
+    the primary metric the task's way from the unsteered model, the best primary metric on
+    the validation split when the run has one (so the reported, evaluation number is not
+    the one it was picked by), else on evaluation. Returns (row or None, the split that
+    chose it)."""
     key = f"validation:{task.metric}"
     split = "validation" if key in rows.columns and rows[key].notna().any() else "evaluation"
     key = key if split == "validation" else task.metric
@@ -226,9 +227,12 @@ def select_strength(rows: pd.DataFrame, baseline, task, roles: dict[str, str]):
         r for _, r in rows.iterrows() if all(meets(r, baseline, c, roles) for c in task.constraints)
     ]
     pool = [r for r in pool if _number(r, key) is not None]
+    sign = 1 if task.goal == "minimize" else -1
+    reference = _number(baseline, key)
+    if reference is not None:  # a strength must beat doing nothing, on the same split
+        pool = [r for r in pool if sign * (_number(r, key) - reference) < 0]
     if not pool:
         return None, split
-    sign = 1 if task.goal == "minimize" else -1
     return min(pool, key=lambda r: (sign * _number(r, key), abs(r["strength"] or 0))), split
 
 
@@ -301,7 +305,8 @@ def _markdown_rows(rows: pd.DataFrame, shown: list[Column], *, rank: bool = Fals
         cells = [f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"] if rank else []
         name = md_cell(r["method"]) + (" *(reference)*" if r.get("reference") else "")
         if r.get("failed"):
-            cells += [name, "no strength meets the constraints"] + ["" for _ in shown]
+            cells += [name, "no strength improves on the unsteered model within the constraints"]
+            cells += ["" for _ in shown]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         strength = "–" if r["is_baseline"] or r["strength"] is None else f"{r['strength']:g}"
