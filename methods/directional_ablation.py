@@ -30,7 +30,7 @@ from torch import nn
 
 from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
-from steerbench.interventions import SCOPES, decoding_passes
+from steerbench.interventions import check_scope, decoding_passes
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 
 
@@ -137,10 +137,7 @@ class DirectionalAblation(SteeringMethod):
         """Positions steered: "all" or "generation" (the answer's tokens only)."""
 
         def __post_init__(self) -> None:
-            if self.scope not in SCOPES:
-                raise SteerbenchError(
-                    f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}"
-                )
+            check_scope(self.scope)
 
     def direction_layer(self, n_layers: int) -> int:
         layer = (

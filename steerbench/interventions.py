@@ -71,6 +71,14 @@ def scale_mlp_neurons(
 SCOPES = ("all", "generation")
 
 
+def check_scope(scope: str) -> None:
+    """One-line error for a token scope that is not in ``SCOPES`` (method configs)."""
+    from steerbench.errors import SteerbenchError
+
+    if scope not in SCOPES:
+        raise SteerbenchError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+
 @contextmanager
 def add_to_residual(
     model: nn.Module, vectors: dict[int, torch.Tensor], scope: str = "all"

@@ -18,7 +18,7 @@ import torch
 
 from steerbench.adapter import default_steering_layer
 from steerbench.errors import SteerbenchError
-from steerbench.interventions import SCOPES, add_to_residual
+from steerbench.interventions import add_to_residual, check_scope
 from steerbench.method import Artifact, FitContext, SteeringMethod, TensorSpec
 
 
@@ -36,10 +36,7 @@ class ResidualVectorMethod(SteeringMethod):
         """Positions steered: "all" (prompt and answer) or "generation" (answer only)."""
 
         def __post_init__(self) -> None:
-            if self.scope not in SCOPES:
-                raise SteerbenchError(
-                    f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}"
-                )
+            check_scope(self.scope)
 
     @abstractmethod
     def vectors(

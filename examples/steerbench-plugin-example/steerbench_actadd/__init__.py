@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from steerbench.errors import SteerbenchError
-from steerbench.interventions import SCOPES, add_to_residual
+from steerbench.interventions import add_to_residual, check_scope
 from steerbench.method import Artifact, FitContext, SteeringMethod, TensorSpec
 
 
@@ -33,8 +32,7 @@ class ActAdd(SteeringMethod):
         """Positions steered: "all" or "generation" (the answer's tokens only)."""
 
         def __post_init__(self) -> None:
-            if self.scope not in SCOPES:
-                raise SteerbenchError(f"scope must be one of {', '.join(SCOPES)}")
+            check_scope(self.scope)
 
     def fit(self, ctx: FitContext, positive: Sequence[str], negative: Sequence[str]) -> Artifact:
         pos = ctx.activations(positive[:1]).resid_post[0]  # [n_layers, d_model]
