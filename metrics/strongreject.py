@@ -43,7 +43,14 @@ from typing import Any
 from steerbench.data import verified_path
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_text
-from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
+from steerbench.metric import (
+    METRICS,
+    Metric,
+    MetricResult,
+    Record,
+    ValidationTable,
+    make_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +397,18 @@ class StrongReject(Metric):
                     "strongreject mode logprob reads a local judge's token probabilities; "
                     "with judge_url use mode: rubric"
                 )
+
+    validation_uses_models = True
+
+    def validate(self, models: Sequence[Any] = ()) -> ValidationTable:
+        """The keyword gate and each judge in ``models`` against the hand-labelled pairs."""
+        rows = judge_validation_report(models, batch_size=self.config.batch_size)
+        return ValidationTable(
+            f"on {rows[0]['n']} hand-labelled (prompt, response) pairs "
+            f"(datasets/judge_validation; helps = full or partial); a score >= "
+            f"{HELP_THRESHOLD} counts as helps",
+            rows,
+        )
 
     def uses_model(self) -> bool:
         return not self.config.judge_url

@@ -122,6 +122,16 @@ def make_result(
     )
 
 
+@dataclass
+class ValidationTable:
+    """How a metric agrees with a labelled set it ships (``steerbench validate``): one row
+    per classifier or judge, plus free-text notes (the items it got wrong...)."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
 class Metric(ABC):
     """Base class of every metric; subclasses set ``description`` and implement ``compute``.
 
@@ -167,6 +177,18 @@ class Metric(ABC):
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    validation_uses_models: ClassVar[bool] = False
+    """Whether ``validate`` scores the labelled set with loaded models (LLM judges)."""
+
+    def validate(self, models: Sequence[Any] = ()) -> ValidationTable | None:
+        """Agreement with the hand-labelled set this metric ships, or None if it ships none.
+        ``models``: ``LoadedModel`` judges, for metrics that set ``validation_uses_models``."""
+        return None
+
+    @classmethod
+    def ships_validation(cls) -> bool:
+        return cls.validate is not Metric.validate
 
     def preflight(self) -> None:
         """Check, before any model is loaded, what can fail late and cheaply be found now

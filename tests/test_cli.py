@@ -172,3 +172,29 @@ def test_evaluate_rejects_records_without_response(tmp_path):
     records.write_text('{"prompt": "p"}\n')
     done = run_cli("evaluate", str(records))
     assert done.returncode == 2 and "needs 'prompt' and 'response'" in done.stderr
+
+
+def test_validate_prints_each_metrics_labelled_set_agreement(tiny_dir, capsys):
+    assert main(["validate", "refusal"]) == 0
+    out = capsys.readouterr().out
+    assert "on 161 labelled responses" in out and "accuracy" in out
+    assert "compliance -> refusal" in out  # its misclassified items are listed
+    argv = ["validate", "strongreject", "--model", str(tiny_dir)]
+    assert main([*argv, "--metric-option", "strongreject.batch_size=16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("strongreject on 117 hand-labelled")
+    assert lines[1].split()[:3] == ["classifier", "n", "agreement"]
+    judge = str(tiny_dir)
+    assert [line.split("  ")[0] for line in lines[2:]] == [
+        "keyword classifier (compliance = helps)",
+        f"{judge}: digit grade alone",
+        f"strongreject metric (keywords, then {judge})",
+    ]
+    keyword = lines[2].split()[-7:]  # the pinned keyword figures of tests/test_verdicts.py
+    assert keyword == ["117", "0.598", "0.642", "47", "44", "3", "23"]
+
+
+def test_validate_refuses_a_metric_without_labels(capsys):
+    assert main(["validate", "quality"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ships no labelled set" in err

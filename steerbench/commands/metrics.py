@@ -1,8 +1,10 @@
-"""``steerbench metrics``, ``evaluate``, ``validate-refusal`` and ``validate-judge``."""
+"""``steerbench metrics``, ``evaluate`` and ``validate``: commands that only know the
+metric interface (options, declared columns, the labelled set a metric ships)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,14 +17,8 @@ log = logging.getLogger("steerbench")
 
 
 def metric_options_from_args(args: argparse.Namespace) -> dict[str, dict]:
-    """Per-metric options from the dedicated flags and ``--metric-option metric.key=value``."""
+    """Per-metric options from ``--metric-option METRIC.KEY=VALUE`` (values read as YAML)."""
     options: dict[str, dict] = {}
-    if getattr(args, "judge_url", None):
-        options.setdefault("strongreject", {}).update(judge_url=args.judge_url)
-    if getattr(args, "judge_model", None):
-        options.setdefault("strongreject", {}).update(judge_model=args.judge_model)
-    if getattr(args, "mmlu_n", None):
-        options.setdefault("mmlu", {}).update(n=args.mmlu_n)
     for pair in getattr(args, "metric_option", None) or []:
         dotted, _, value = pair.partition("=")
         metric, _, key = dotted.partition(".")
@@ -33,19 +29,12 @@ def metric_options_from_args(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def add_metric_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("metrics")
-    group.add_argument(
-        "--judge-url",
-        help="OpenAI-compatible endpoint for the strongreject "
-        "judge (key from $STEERBENCH_JUDGE_API_KEY); default: local model",
-    )
-    group.add_argument("--judge-model", help="model name sent to --judge-url")
-    group.add_argument("--mmlu-n", type=int, help="MMLU questions (default 285, all subjects)")
-    group.add_argument(
+    parser.add_argument(
         "--metric-option",
         action="append",
         metavar="METRIC.KEY=VALUE",
-        help="any metric option, e.g. quality.n=3 (repeatable)",
+        help="any option a metric declares, e.g. quality.n=3, mmlu.n=57 or "
+        "strongreject.judge_url=http://host/v1 (repeatable; `steerbench metrics` lists them)",
     )
 
 
@@ -137,49 +126,58 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from steerbench.metric import METRICS
 
-    print(f"{'name':16} {'source':16} {'model':6} description")
+    print(f"{'name':16} {'source':16} {'model':6} {'labels':6} description")
     for entry in METRICS.entries():
         cls = entry.cls
         print(
             f"{entry.name:16} {entry.source:16} {'yes' if cls.needs_model else 'no':6} "
-            f"{cls.description}"
+            f"{'yes' if cls.ships_validation() else 'no':6} {cls.description}"
         )
+        options = [f.name for f in dataclasses.fields(cls.Config) if f.name != "seed"]
+        if options:
+            print(f"{'':40} options: {', '.join(options)}")
     return 0
 
 
-def cmd_validate_refusal(args: argparse.Namespace) -> int:
-    from steerbench.metrics.refusal import validation_report
+def format_table(rows: list[dict]) -> list[str]:
+    """Rows of named values as aligned text: strings left, numbers right (3 decimals)."""
 
-    report = validation_report()
-    print(
-        f"refusal classifier on {report['n']} labelled responses "
-        f"(datasets/refusal_validation): accuracy {report['accuracy']:.3f}, "
-        f"refusal precision {report['precision']:.3f}, recall {report['recall']:.3f}, "
-        f"degenerate recall {report['degenerate_recall']:.3f}"
-    )
-    for item in report["errors"]:
-        print(f"  {item['label']:>10} -> {item['predicted']:10} {item['response'][:70]!r}")
-    return 0
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}
+    left = {c for c in columns if any(isinstance(r.get(c), str) for r in rows)}
+
+    def line(values: dict) -> str:
+        return "  ".join(
+            cell(values.get(c, "")).ljust(widths[c])
+            if c in left
+            else cell(values.get(c, "")).rjust(widths[c])
+            for c in columns
+        ).rstrip()
+
+    return [line({c: c for c in columns}), *(line(r) for r in rows)]
 
 
-def cmd_validate_judge(args: argparse.Namespace) -> int:
-    from steerbench.metrics.strongreject import HELP_THRESHOLD, judge_validation_report
+def cmd_validate(args: argparse.Namespace) -> int:
+    from steerbench.metric import get_metric
     from steerbench.models import BUILTIN_MODELS, is_installed, load_model
 
-    names = args.judge or [n for n, b in BUILTIN_MODELS.items() if is_installed(b)]
-    judges = [load_model(name, device=args.device, dtype=args.dtype) for name in names]
-    report = judge_validation_report(judges, batch_size=args.batch_size)
-    print(
-        f"on {report[0]['n']} labelled (prompt, response) pairs (datasets/judge_validation; "
-        f"helps = full or partial); agreement at score >= {HELP_THRESHOLD}"
-    )
-    print(f"{'classifier':58} {'agree':>6} {'AUROC':>6} {'TP':>4} {'FP':>4} {'FN':>4} {'TN':>4}")
-    for r in report:
-        print(
-            f"{r['classifier']:58} {r['agreement']:6.3f} {r['auroc']:6.3f} "
-            f"{r['true_positive']:4d} {r['false_positive']:4d} {r['false_negative']:4d} "
-            f"{r['true_negative']:4d}"
+    metric = get_metric(args.metric, **metric_options_from_args(args).get(args.metric, {}))
+    if not metric.ships_validation():
+        raise SteerbenchError(
+            f"metric {args.metric!r} ships no labelled set to validate against; "
+            "`steerbench metrics` marks those that do in its 'labels' column"
         )
+    models = []
+    if metric.validation_uses_models:
+        names = args.model or [n for n, b in BUILTIN_MODELS.items() if is_installed(b)]
+        models = [load_model(name, device=args.device, dtype=args.dtype) for name in names]
+    table = metric.validate(models)
+    print(f"{args.metric} {table.title}")
+    for text in (*format_table(table.rows), *table.notes):
+        print(text)
     return 0
 
 
@@ -205,23 +203,18 @@ def register_metric_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser(
-        "validate-refusal", help="accuracy of the refusal classifier on the labelled set"
+        "validate",
+        help="agreement of a metric with the hand-labelled set it ships",
+        description="Score the labelled set a metric ships (refusal: 161 responses labelled "
+        "refusal/compliance/degenerate; strongreject: 117 (prompt, response) pairs labelled "
+        "by how much they help) and print agreement with the labels. Metrics that judge with "
+        "a model are validated with each --model (default: every installed built-in model).",
     )
-    p.set_defaults(handler=cmd_validate_refusal)
-
-    p = sub.add_parser(
-        "validate-judge",
-        help="agreement and AUROC of the StrongREJECT judge(s) and the keyword classifier "
-        "against the hand-labelled set",
-        description="Score the 117 hand-labelled (prompt, response) pairs of "
-        "datasets/judge_validation with the keyword refusal classifier and each local judge "
-        "(default: every installed built-in model), and print agreement with the labels, "
-        "AUROC and the confusion counts.",
-    )
+    p.add_argument("metric", help="metric name (`steerbench metrics`: 'labels' column)")
     p.add_argument(
-        "--judge", action="append", help="a judge model (repeatable; default: built-in ones)"
+        "--model", action="append", help="a judge model (repeatable; default: built-in ones)"
     )
-    p.add_argument("--batch-size", type=int, default=8, help="judge batch size (default 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--dtype", default="auto", help="model dtype (default: auto)")
-    p.set_defaults(handler=cmd_validate_judge)
+    add_metric_options(p)
+    p.set_defaults(handler=cmd_validate)
