@@ -309,13 +309,17 @@ class Runner:
             disable=not self.progress,
         )
         todo = [c for c in cells if not is_finished(self.results, cell_key(self.config, c))]
-        if self.executor is None:
-            for model in self.config.models:
-                mine = [c for c in todo if c.model == model]
-                if mine:
-                    self.run_model(model, mine, sets, bar)
-        else:
-            self.executor.run(self, fit_groups(todo), bar)
+        try:
+            if self.executor is None:
+                for model in self.config.models:
+                    mine = [c for c in todo if c.model == model]
+                    if mine:
+                        self.run_model(model, mine, sets, bar)
+            else:
+                self.executor.run(self, fit_groups(todo), bar)
+        except BaseException:  # interrupted or failed: the Parquet files show what finished
+            consolidate(self.results)
+            raise
         bar.close()
         self.log_to_mlflow(tracker, cells)
         tracker.finish()
@@ -362,7 +366,6 @@ class Runner:
                     artifacts[key] = self.fitted_artifact(ctx, cell.method, key)
                 artifact = artifacts[key]
             self.run_cell(lm, cell, artifact, sets, start)
-            consolidate(self.results)
             if bar is not None:
                 bar.update(1)
 

@@ -150,6 +150,38 @@ def test_sigkill_mid_run_loses_no_cell_and_duplicates_none(model_dir, tmp_path):
     assert not generations.duplicated(["cell_key", "eval_set", "prompt_id"]).any()
 
 
+def test_bookkeeping_runs_once_per_run_and_a_failure_keeps_finished_cells(
+    model_dir, tmp_path, monkeypatch
+):
+    """Consolidating after every cell re-read every finished cell (quadratic in cells); it
+    runs once at the end, and once more when a cell fails, so nothing finished is lost."""
+    import steerbench.runner as runner_module
+
+    calls = []
+    real_consolidate = runner_module.consolidate
+    monkeypatch.setattr(
+        runner_module, "consolidate", lambda results: calls.append(1) or real_consolidate(results)
+    )
+    real_run_cell = Runner.run_cell
+
+    def fail_third_cell(self, lm, cell, *args):
+        if len(list(tmp_path.glob("results/cells/*/result.json"))) == 2:
+            raise RuntimeError("cell crashed")
+        return real_run_cell(self, lm, cell, *args)
+
+    monkeypatch.setattr(Runner, "run_cell", fail_third_cell)
+    config = parse_config(tiny_config(model_dir, metrics={"refusal": {}}), "tiny")
+    with pytest.raises(RuntimeError, match="cell crashed"):
+        Runner(config, tmp_path / "results", progress=False).run()
+    assert len(calls) == 1
+    kept = pq.read_table(tmp_path / "results" / "results.parquet").to_pandas()
+    assert kept["cell_key"].nunique() == 2
+    monkeypatch.setattr(Runner, "run_cell", real_run_cell)
+    calls.clear()
+    assert Runner(config, tmp_path / "results", progress=False).run()["ran"] == 3
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
