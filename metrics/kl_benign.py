@@ -8,7 +8,7 @@ KL(steered || unsteered) in nats, and the item's value is the mean over its posi
 The prompt is rendered separately for each pass (an input-level method changes it) and the
 answer's tokens are the same in both, so the positions line up; an output-level method's
 logits processors are applied to the steered pass's logits as decoding would apply them.
-No generation: one forward pass per item and side.
+No generation: one batched forward pass per batch of items and side.
 """
 
 from __future__ import annotations
@@ -24,29 +24,42 @@ from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
 
 
-def answer_log_probs(lm, prompt: str, answer_ids: list[int]) -> torch.Tensor:
-    """Log-probabilities ``[len(answer_ids), vocab]`` of the next token at each answer
-    position, as the model reads it now (with the active input and output levels)."""
+def answer_log_probs(
+    lm, prompts: Sequence[str], answers: Sequence[list[int]]
+) -> list[torch.Tensor]:
+    """Per item, log-probabilities ``[len(answer), vocab]`` of the next token at each answer
+    position, as the model reads it now (with the active input and output levels). One
+    right-padded forward pass for the batch: padding after a sequence does not change its
+    logits under the causal mask, and both sides of the KL see the same batch."""
     from steerbench.levels import active_logits_processors
     from steerbench.prompts import PromptFormat, format_prompts
 
     tokenizer, model = lm.tokenizer, lm.model
     chat = PromptFormat().uses_chat(tokenizer)
-    rendered = format_prompts(tokenizer, [prompt])[0]
-    prompt_ids = tokenizer(rendered, add_special_tokens=not chat)["input_ids"]
-    ids = torch.tensor([prompt_ids + answer_ids], device=next(model.parameters()).device)
+    rendered = format_prompts(tokenizer, list(prompts))
+    prompt_ids = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in rendered]
+    sequences = [p + a for p, a in zip(prompt_ids, answers)]
+    width = max(map(len, sequences))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
+    processors = active_logits_processors()
     with torch.inference_mode():
-        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-        processors = active_logits_processors()
-        if processors:
-            steps = []
-            for t in range(len(answer_ids)):
-                scores = logits[t : t + 1]
-                for processor in processors:
-                    scores = processor(ids[:, : len(prompt_ids) + t], scores)
-                steps.append(scores)
-            logits = torch.cat(steps)
-    return torch.log_softmax(logits, dim=-1)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        out = []
+        for row, (start, answer) in enumerate(zip(map(len, prompt_ids), answers)):
+            item = logits[row, start - 1 : start - 1 + len(answer)]
+            if processors:  # as decoding applies them: step by step, on the ids so far
+                steps = []
+                for t in range(len(answer)):
+                    scores = item[t : t + 1]
+                    for processor in processors:
+                        scores = processor(ids[row : row + 1, : start + t], scores)
+                    steps.append(scores)
+                item = torch.cat(steps)
+            out.append(torch.log_softmax(item, dim=-1))
+    return out
 
 
 @METRICS.register("kl-benign")
@@ -63,21 +76,28 @@ class BenignKL(Metric):
     class Config(Metric.Config):
         max_answer_tokens: int = 64
         """Answer positions compared per item (the first ones)."""
+        batch_size: int = 8
+        """Items per forward pass (the steering context is entered once per batch)."""
 
     def compute(self, records: Sequence[Record], *, lm=None, steering=None) -> MetricResult:
         if lm is None:
             raise SteerbenchError("the kl-benign metric needs a model; pass --model")
         steering = steering or nullcontext
-        values: list[float | None] = []
-        for record in records:
-            answer_ids = lm.tokenizer(record.response, add_special_tokens=False)["input_ids"]
-            answer_ids = answer_ids[: self.config.max_answer_tokens]
-            if not answer_ids:
-                values.append(None)  # nothing to compare: counted as missing
-                continue
-            reference = answer_log_probs(lm, record.prompt, answer_ids)
+        answers = [
+            lm.tokenizer(r.response, add_special_tokens=False)["input_ids"][
+                : self.config.max_answer_tokens
+            ]
+            for r in records
+        ]
+        values: list[float | None] = [None] * len(records)  # no answer token: missing
+        scored = [i for i, answer in enumerate(answers) if answer]
+        size = self.config.batch_size
+        for batch in (scored[i : i + size] for i in range(0, len(scored), size)):
+            prompts = [records[i].prompt for i in batch]
+            reference = answer_log_probs(lm, prompts, [answers[i] for i in batch])
             with steering():
-                steered = answer_log_probs(lm, record.prompt, answer_ids)
-            kl = (steered.exp() * (steered - reference)).sum(dim=-1).clamp_min(0).mean()
-            values.append(float(kl))
+                steered = answer_log_probs(lm, prompts, [answers[i] for i in batch])
+            for i, ref, ste in zip(batch, reference, steered):
+                kl = (ste.exp() * (ste - ref)).sum(dim=-1).clamp_min(0).mean()
+                values[i] = float(kl)
         return make_result(self.name, values, seed=self.config.seed, kind=self.kind)

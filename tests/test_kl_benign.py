@@ -48,3 +48,21 @@ def test_kl_is_zero_unsteered_and_grows_with_caa_strength(lm):
 def test_kl_sees_input_and_output_level_methods(lm, name, strength, params):
     assert kl(lm, name, 0.0, **params) == 0.0
     assert kl(lm, name, strength, **params) > 0
+
+
+def test_batched_kl_equals_one_item_at_a_time(lm):
+    """Right padding leaves each item's answer logits unchanged (float32)."""
+    method = get_method("caa")
+    artifact = method.fit(FitContext(lm.model, lm.tokenizer), POSITIVE, NEGATIVE)
+
+    def values(batch_size: int) -> list:
+        return (
+            get_metric("kl-benign", batch_size=batch_size)
+            .compute(RECORDS, lm=lm, steering=lambda: method.steer(lm.model, artifact, 2.0))
+            .values
+        )
+
+    one, batched = values(1), values(3)
+    assert batched[2] is None and one[2] is None
+    assert batched[:2] == pytest.approx(one[:2], rel=1e-4, abs=1e-7)
+    assert one[0] > 0 and one[0] != pytest.approx(one[1])
