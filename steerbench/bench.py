@@ -2,10 +2,14 @@
 
 - discovery (CNA, CAA) on 200 prompts vs the floor: one plain batched forward pass
   (``model(**batch)``) over the same prompts;
-- generation tokens/s: unsteered batched, CNA- and CAA-steered batched, and the
-  paper's reference style (one prompt at a time, steering by a forward pre-hook that clones
-  the activation and multiplies the neurons);
-- peak RSS (and peak GPU memory), and achieved FLOP/s against a measured matmul FLOP/s.
+- generation tokens/s: unsteered batched, CNA- and CAA-steered batched, CNA by batched
+  forward pre-hooks instead of folded weights (same prompts, batches and tokens: what
+  folding itself buys), and the paper's reference style (one prompt at a time, steering by
+  a pre-hook that clones the activation and multiplies the neurons);
+- every model-reading metric of the default config (MMLU, the StrongREJECT judge,
+  kl-benign): items/s, and seconds per item in units of one plain forward pass per prompt;
+- peak RSS against the weights' size (and peak GPU memory), and achieved FLOP/s against a
+  measured matmul FLOP/s.
 
 Every generation variant produces exactly the same number of tokens (``min_new_tokens``),
 so tokens/s compare like with like.
@@ -17,15 +21,18 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from steerbench.adapter import ModelAdapter
+from steerbench.config import MetricSpec, load_config
 from steerbench.data import load_prompts
+from steerbench.generation import GenerationSettings, generate
 from steerbench.method import FitContext, get_method
+from steerbench.metric import Record
 from steerbench.prompts import PromptFormat, encoded_batches
 
 log = logging.getLogger(__name__)
@@ -44,12 +51,15 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def forward_floor(model, tokenizer, prompts: list[str], batch_size: int) -> None:
-    """One plain batched forward pass of the full model over the prompts."""
+def forward_floor(model, tokenizer, prompts: list[str], batch_size: int) -> int:
+    """One plain batched forward pass of the full model over the prompts; returns tokens."""
     device = next(model.parameters()).device
+    tokens = 0
     with torch.inference_mode():
         for _, encoded in encoded_batches(tokenizer, prompts, PromptFormat(), batch_size, device):
             model(**encoded, use_cache=False)
+            tokens += int(encoded["attention_mask"].sum())
+    return tokens
 
 
 def generate_exact(model, tokenizer, prompts: list[str], new_tokens: int, batch_size: int) -> int:
@@ -99,6 +109,34 @@ def matmul_flops(
     return 2 * size**3 * repeats / seconds
 
 
+def metric_throughput(
+    lm,
+    specs: Sequence[MetricSpec],
+    records: list[Record],
+    steering: Callable[[], Any],
+    seconds_per_forward: float,
+    device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """Items/s of each metric that reads the model, and its seconds per item over one plain
+    forward pass per prompt (the floor's)."""
+    from steerbench.metric import get_metric
+
+    figures = {}
+    for spec in specs:
+        metric = get_metric(spec.name, **spec.options)
+        if not metric.uses_model():
+            continue
+        context = {"steering": steering} if metric.uses_steering else {}
+        seconds, result = timed(lambda m=metric, c=context: m.compute(records, lm=lm, **c), device)
+        items = result.n - result.n_missing
+        figures[spec.name] = {
+            "items": items,
+            "items_per_second": items / seconds,
+            "forward_passes_per_item": seconds / max(1, items) / seconds_per_forward,
+        }
+    return figures
+
+
 def peak_rss_bytes() -> int:
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
@@ -113,7 +151,13 @@ def run_bench(
     new_tokens: int = 32,
     batch_size: int = 16,
     repeats: int = 2,
+    n_metric_items: int = 16,
+    metrics: Sequence[MetricSpec] | None = None,
 ) -> dict[str, Any]:
+    """The figures; ``metrics``: those whose throughput is measured (default: the default
+    config's)."""
+    if metrics is None:
+        metrics = load_config("default").metrics
     model, tokenizer = lm.model, lm.tokenizer
     device = lm.device
     prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
@@ -122,7 +166,9 @@ def run_bench(
     positive, negative = discovery[:half], discovery[half:]
     fmt = PromptFormat()
 
-    floor_s, _ = timed(lambda: forward_floor(model, tokenizer, discovery, batch_size), device)
+    floor_s, floor_tokens = timed(
+        lambda: forward_floor(model, tokenizer, discovery, batch_size), device
+    )
     figures: dict[str, Any] = {
         "model": lm.name,
         "device": str(device),
@@ -130,6 +176,7 @@ def run_bench(
         "threads": torch.get_num_threads(),
         "discovery_prompts": len(discovery),
         "forward_floor_seconds": floor_s,
+        "forward_floor_tokens_per_second": floor_tokens / floor_s,
     }
     artifacts = {}
     for name, params in (("cna", {"neutral_prompts": None}), ("caa", {})):
@@ -143,10 +190,12 @@ def run_bench(
 
     gen_prompts = prompts[:n_generate]
     cna, caa = get_method("cna"), get_method("caa")
+    circuit = artifacts["cna"].tensors
     variants = {
         "unsteered": None,
         "cna": lambda: cna.steer(model, artifacts["cna"], 0.0),
         "caa": lambda: caa.steer(model, artifacts["caa"], -1.0),
+        "cna_hooks": lambda: reference_hooks(model, circuit["layers"], circuit["neurons"], 0.0),
     }
     generate_exact(model, tokenizer, gen_prompts[:batch_size], 2, batch_size)  # warm-up
     tps: dict[str, float] = {}
@@ -161,7 +210,6 @@ def run_bench(
 
             seconds, tokens = timed(work, device)
             tps[name] = max(tps.get(name, 0.0), tokens / seconds)
-    circuit = artifacts["cna"].tensors
 
     def reference():
         with reference_hooks(model, circuit["layers"], circuit["neurons"], 0.0):
@@ -175,6 +223,26 @@ def run_bench(
     figures["tokens_per_second"] = tps
     figures["steering_overhead"] = {m: 1 - tps[m] / tps["unsteered"] for m in ("cna", "caa")}
     figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
+    figures["folding_vs_batched_hooks"] = tps["cna"] / tps["cna_hooks"]
+
+    benign = load_prompts("jbb-benign")[:n_metric_items]
+    responses = generate(
+        model,
+        tokenizer,
+        [r.text for r in benign],
+        GenerationSettings(max_new_tokens=new_tokens, batch_size=batch_size),
+        fmt,
+        progress=False,
+    )
+    records = [Record(r.id, r.text, text, r.category) for r, text in zip(benign, responses)]
+    figures["metrics"] = metric_throughput(
+        lm,
+        metrics,
+        records,
+        lambda: cna.steer(model, artifacts["cna"], 0.0),
+        floor_s / len(discovery),
+        device,
+    )
 
     n_params = sum(p.numel() for p in model.parameters())
     achieved = 2 * n_params * tps["unsteered"]  # forward FLOPs per generated token
@@ -185,6 +253,8 @@ def run_bench(
         "fraction_of_peak": achieved / peak,
     }
     figures["peak_rss_gb"] = peak_rss_bytes() / 1e9
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    figures["peak_rss_vs_weights"] = peak_rss_bytes() / weights
     if device.type == "cuda":
         figures["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     figures["settings"] = {
@@ -193,6 +263,7 @@ def run_bench(
         "new_tokens": new_tokens,
         "batch_size": batch_size,
         "repeats": repeats,
+        "n_metric_items": n_metric_items,
     }
     return figures
 
@@ -220,6 +291,14 @@ def format_table(f: dict[str, Any]) -> str:
             f"{tps[name]:12.1f} {tps[name] / tps['unsteered']:9.3f}x"
         )
     lines.append(
+        f"{'generation cna by batched hooks (tok/s)':44} "
+        f"{tps['cna_hooks']:12.1f} {tps['cna_hooks'] / tps['unsteered']:9.3f}x"
+    )
+    lines.append(
+        f"{'  folded weights vs batched hooks (cna)':44} {'':12} "
+        f"{f['folding_vs_batched_hooks']:9.2f}x"
+    )
+    lines.append(
         f"{'generation reference style, 1 prompt + hook':44} "
         f"{tps['reference']:12.1f} {tps['reference'] / tps['unsteered']:9.3f}x"
     )
@@ -227,6 +306,11 @@ def format_table(f: dict[str, Any]) -> str:
         lines.append(f"{'steering overhead ' + name:44} {f['steering_overhead'][name]:12.1%}")
         lines.append(
             f"{'speedup vs reference ' + name:44} {f['speedup_vs_reference'][name]:11.1f}x"
+        )
+    for name, m in f["metrics"].items():
+        lines.append(
+            f"{'metric ' + name + ' (items/s), forward passes/item':44} "
+            f"{m['items_per_second']:12.2f} {m['forward_passes_per_item']:9.2f}x"
         )
     flops = f["flops"]
     lines.append(
@@ -236,7 +320,10 @@ def format_table(f: dict[str, Any]) -> str:
     lines.append(
         f"{'measured matmul GFLOP/s (ceiling)':44} {flops['measured_matmul_peak'] / 1e9:12.1f}"
     )
-    lines.append(f"{'peak RSS (GB)':44} {f['peak_rss_gb']:12.2f}")
+    lines.append(
+        f"{'peak RSS (GB), vs weights':44} {f['peak_rss_gb']:12.2f} "
+        f"{f['peak_rss_vs_weights']:9.2f}x"
+    )
     if "peak_gpu_memory_gb" in f:
         lines.append(f"{'peak GPU memory (GB)':44} {f['peak_gpu_memory_gb']:12.2f}")
     return "\n".join(lines)

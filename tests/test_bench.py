@@ -1,7 +1,8 @@
 import torch
 from test_methods import NEGATIVE, POSITIVE
 
-from steerbench.bench import reference_hooks, run_bench
+from steerbench.bench import format_table, reference_hooks, run_bench
+from steerbench.config import MetricSpec
 from steerbench.generation import GenerationSettings, generate
 from steerbench.method import FitContext, get_method
 from steerbench.models import LoadedModel
@@ -36,12 +37,41 @@ def test_fast_steered_batched_generation_equals_the_slow_reference_path(any_tiny
 def test_bench_reports_every_ratio(tiny_qwen):
     model, tokenizer = tiny_qwen
     lm = LoadedModel(model, tokenizer, "tiny", "test", None, 0.0)
+    metrics = [
+        MetricSpec("refusal"),
+        MetricSpec("mmlu", {"n": 3}),
+        MetricSpec("strongreject"),
+        MetricSpec("kl-benign"),
+    ]
     figures = run_bench(
-        lm, n_discovery=10, n_generate=4, n_reference=2, new_tokens=3, batch_size=4, repeats=1
+        lm,
+        n_discovery=10,
+        n_generate=4,
+        n_reference=2,
+        new_tokens=3,
+        batch_size=4,
+        repeats=1,
+        n_metric_items=4,
+        metrics=metrics,
     )
     assert set(figures["steering_overhead"]) == {"cna", "caa"}
+    assert set(figures["tokens_per_second"]) == {
+        "unsteered",
+        "cna",
+        "caa",
+        "cna_hooks",
+        "reference",
+    }
+    assert figures["folding_vs_batched_hooks"] > 0
+    assert set(figures["metrics"]) == {"mmlu", "strongreject", "kl-benign"}  # they read the model
+    assert figures["metrics"]["mmlu"]["items"] == 3
+    assert figures["metrics"]["kl-benign"]["items"] == 4
+    assert all(m["forward_passes_per_item"] > 0 for m in figures["metrics"].values())
+    assert figures["peak_rss_vs_weights"] > 1
     assert set(figures["speedup_vs_reference"]) == {"cna", "caa"}
     assert figures["discovery_vs_floor_cna"] > 0 and figures["peak_rss_gb"] > 0
     assert 0 < figures["flops"]["fraction_of_peak"]
     assert all(v > 0 for v in figures["tokens_per_second"].values())
     assert torch.get_num_threads() == figures["threads"]
+    table = format_table(figures)
+    assert "folded weights vs batched hooks" in table and "metric kl-benign" in table

@@ -15,8 +15,10 @@ log = logging.getLogger("steerbench")
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from steerbench.bench import format_table, run_bench
+    from steerbench.config import load_config
     from steerbench.io import atomic_write_text
 
+    metrics = load_config(args.config).metrics
     loaded = load_from_args(args)
     figures = run_bench(
         loaded,
@@ -25,6 +27,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         n_reference=args.n_reference,
         new_tokens=args.new_tokens,
         batch_size=args.batch_size,
+        n_metric_items=args.n_metric_items,
+        metrics=metrics,
     )
     print(format_table(figures))
     if args.json:
@@ -37,8 +41,9 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure discovery and generation speed against baselines",
-        description="Discovery vs a plain forward pass, steered vs unsteered vs "
-        "reference-style generation, memory and FLOP/s, in one process.",
+        description="Discovery vs a plain forward pass; steered (folded weights, batched "
+        "hooks) vs unsteered vs reference-style generation; each model-reading metric's "
+        "items/s; memory and FLOP/s; all in one process, as ratios.",
     )
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--n-discovery", type=int, default=200)
@@ -48,6 +53,15 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--n-metric-items", type=int, default=16, help="benign answers each metric scores"
+    )
+    p.add_argument(
+        "--config",
+        default="default",
+        help="config whose model-reading metrics are timed (built-in name or YAML; "
+        "default: default)",
+    )
     add_model_options(p)
     p.set_defaults(handler=cmd_bench)
 
