@@ -309,6 +309,7 @@ class Runner:
             disable=not self.progress,
         )
         todo = [c for c in cells if not is_finished(self.results, cell_key(self.config, c))]
+        started = time.perf_counter()
         try:
             if self.executor is None:
                 for model in self.config.models:
@@ -321,10 +322,17 @@ class Runner:
             consolidate(self.results)
             raise
         bar.close()
+        cells_done = time.perf_counter()
         self.log_to_mlflow(tracker, cells)
         tracker.finish()
         n_generations, n_rows = consolidate(self.results)
         write_comparisons(self.results, seed=self.config.seed)
+        bookkeeping = time.perf_counter() - cells_done
+        log.info(
+            "Bookkeeping (MLflow, Parquet, paired comparisons): %.1f s, %.1f %% of this run",
+            bookkeeping,
+            100 * bookkeeping / (time.perf_counter() - started),
+        )
         return {
             "cells": len(cells),
             "ran": len(cells) - done_before,
