@@ -39,5 +39,4 @@ class PCA(ResidualVectorMethod):
             directions[layer] = component if float(component @ mean) >= 0 else -component
             explained[str(layer)] = round(float(singular[0] ** 2 / (singular**2).sum()), 4)
         vectors = scaled_like_mean_difference(directions, positive, negative)
-        vectors[[i for i in range(vectors.shape[0]) if i not in layers]] = 0
         return vectors, {"pairs": pairs, "summary": {"explained_variance": explained}}

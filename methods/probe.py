@@ -60,5 +60,4 @@ class Probe(ResidualVectorMethod):
             weights = regression.coef_[0] / np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
             directions[layer] = torch.from_numpy(weights).float()
         vectors = scaled_like_mean_difference(directions, positive, negative)
-        vectors[[i for i in range(vectors.shape[0]) if i not in layers]] = 0
         return vectors, {"probe_accuracy": accuracy, "summary": {"cv_accuracy": accuracy}}

@@ -99,7 +99,7 @@ def scaled_like_mean_difference(
     """Unit directions ``[n_layers, d_model]`` rescaled to the length of the mean
     difference's projection on them (sign included), so that strength s moves the residual
     stream as far along the direction as CAA at strength s moves it there: strengths of
-    the vector methods are comparable."""
+    the vector methods are comparable. Layers whose direction is zero stay zero."""
     diff = mean_difference(positive, negative)
     unit = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return unit * (unit * diff).sum(dim=-1, keepdim=True)

@@ -45,6 +45,7 @@ def test_pca_is_sign_aligned_and_scaled_like_the_mean_difference(llama):
     paired = (acts[0] - acts[1].float())[:, layer]
     _, _, right = torch.linalg.svd(paired - paired.mean(0), full_matrices=False)
     assert abs(float(unit @ right[0])) == pytest.approx(1.0, abs=1e-4)
+    assert torch.count_nonzero(artifact.tensors["vectors"].norm(dim=-1)) == 1  # only its layer
 
 
 def test_generation_scope_leaves_prompt_positions_bit_identical(llama):
