@@ -125,15 +125,29 @@ def _digits(metric: str) -> int:
     return 2 if metric in METRICS.names() and METRICS.get(metric).kind == "rate" else 3
 
 
+def board_labels(frame: pd.DataFrame) -> dict[str, str]:
+    """cell_key -> the table it is compared in: its model, or "model [config]" when a model
+    has results from several configs (other prompts or splits: not comparable cell to cell,
+    and each needs its own unsteered row)."""
+    configs = frame.groupby("model")["config_name"].nunique()
+    cells = frame.drop_duplicates("cell_key")
+    return {
+        r.cell_key: r.model if configs[r.model] == 1 else f"{r.model} [{r.config_name}]"
+        for r in cells.itertuples()
+    }
+
+
 def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: every evaluation-split number as a column (see ``columns``), and
-    the target set's numbers on the validation split as ``validation:<metric>``."""
+    the target set's numbers on the validation split as ``validation:<metric>``. Its
+    ``model`` column is the cell's board (``board_labels``)."""
     target = target_set(frame[frame["split"] == "evaluation"])
+    boards = board_labels(frame)
     rows = []
     for key, cell in frame.groupby("cell_key", sort=False):
         first = cell.iloc[0]
         row = {
-            "model": first["model"],
+            "model": boards[key],
             "method": first["method"],
             "method_name": first["method_name"],
             "strength": None if pd.isna(first["strength"]) else float(first["strength"]),
@@ -390,8 +404,11 @@ def _generations(sources: list[Path]) -> pd.DataFrame:
     return frame
 
 
-def examples(generations: pd.DataFrame, target: str | None, per_cell: int = 2) -> list[dict]:
-    """A few generations per cell for the page (first prompts of the target set)."""
+def examples(
+    generations: pd.DataFrame, target: str | None, boards: dict[str, str], per_cell: int = 2
+) -> list[dict]:
+    """A few generations per cell for the page (first prompts of the target set), under
+    their board's name (``board_labels``)."""
     if generations.empty:
         return []
     shown = generations[
@@ -407,7 +424,7 @@ def examples(generations: pd.DataFrame, target: str | None, per_cell: int = 2) -
         for _, r in group.head(per_cell).iterrows():
             rows.append(
                 {
-                    "model": r["model"],
+                    "model": boards.get(r["cell_key"], r["model"]),
                     "method": r["method"],
                     "strength": "–" if pd.isna(r["strength"]) else f"{r['strength']:g}",
                     "prompt": r["prompt"],
@@ -603,7 +620,7 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         pareto={m: pareto_points(table[table["model"] == m], target, tasks[0]) for m in models},
         columns=shown,
         plots=dict(zip(models, plots)),
-        examples=examples(generations, target),
+        examples=examples(generations, target, board_labels(frame)),
         fmt=_fmt,
         describe=_describe,
         strength=lambda r: (

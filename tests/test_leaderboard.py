@@ -1,6 +1,7 @@
 import os
 import shutil
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -142,3 +143,24 @@ def test_page_switches_sorts_and_escapes_in_headless_chromium(results_dir, tmp_p
     )
     if shot.is_file():  # the screenshot is a bonus; the DOM checks above are the test
         assert shot.stat().st_size > 10_000
+
+
+def test_a_model_with_results_from_two_configs_gets_a_board_per_config(results_dir):
+    """Cells of another config (other prompts or splits) are not compared with these: they
+    get their own table and their own unsteered row for the deltas."""
+    from steerbench.leaderboard import cell_table, load_results
+
+    frame = load_results([results_dir])
+    other = frame.assign(
+        config_name="other",
+        cell_key=frame["cell_key"] + "-other",
+        value=frame["value"].where(frame["metric"] != "mmlu", frame["value"] - 0.5),
+    )
+    table = cell_table(pd.concat([frame, other], ignore_index=True))
+    (model,) = set(frame["model"])
+    assert set(table["model"]) == {f"{model} [tiny]", f"{model} [other]"}
+    for board in (f"{model} [tiny]", f"{model} [other]"):
+        rows = table[table["model"] == board]
+        assert len(rows) == 5 and rows["is_baseline"].sum() == 1
+        assert rows.loc[rows["is_baseline"], "mmlu_delta"].tolist() == [0.0]
+    assert set(cell_table(frame)["model"]) == {model}  # one config: the plain model name
