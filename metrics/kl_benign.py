@@ -44,13 +44,15 @@ def answer_log_probs(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
-    processors = active_logits_processors()
+    processing = bool(active_logits_processors())
     with torch.inference_mode():
         logits = model(input_ids=ids, attention_mask=mask).logits.float()
         out = []
         for row, (start, answer) in enumerate(zip(map(len, prompt_ids), answers)):
             item = logits[row, start - 1 : start - 1 + len(answer)]
-            if processors:  # as decoding applies them: step by step, on the ids so far
+            if processing:  # as decoding applies them: fresh per sequence (they may keep
+                # state, such as where the prompt ended), step by step, on the ids so far
+                processors = active_logits_processors()
                 steps = []
                 for t in range(len(answer)):
                     scores = item[t : t + 1]

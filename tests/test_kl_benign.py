@@ -50,19 +50,30 @@ def test_kl_sees_input_and_output_level_methods(lm, name, strength, params):
     assert kl(lm, name, strength, **params) > 0
 
 
-def test_batched_kl_equals_one_item_at_a_time(lm):
-    """Right padding leaves each item's answer logits unchanged (float32)."""
-    method = get_method("caa")
+@pytest.mark.parametrize(
+    ("name", "strength", "params"),
+    [("caa", 2.0, {}), ("refusal-logit-bias", -10.0, {"openers": ["Mix", "The", "Yes"]})],
+)
+def test_batched_kl_equals_one_item_at_a_time(lm, name, strength, params):
+    """Right padding leaves each item's answer logits unchanged (float32), and a stateful
+    logits processor (the bias window starts where the prompt ends) is fresh per item."""
+    method = get_method(name, **params)
     artifact = method.fit(FitContext(lm.model, lm.tokenizer), POSITIVE, NEGATIVE)
+    records = [
+        *RECORDS,
+        Record("4", "Hi", "Yes. The answer is yes, the mix is the best."),
+        Record("5", "A much longer request about the mixing of the sea", "The mix."),
+    ]
 
     def values(batch_size: int) -> list:
         return (
             get_metric("kl-benign", batch_size=batch_size)
-            .compute(RECORDS, lm=lm, steering=lambda: method.steer(lm.model, artifact, 2.0))
+            .compute(records, lm=lm, steering=lambda: method.steer(lm.model, artifact, strength))
             .values
         )
 
-    one, batched = values(1), values(3)
+    one, batched = values(1), values(5)
     assert batched[2] is None and one[2] is None
-    assert batched[:2] == pytest.approx(one[:2], rel=1e-4, abs=1e-7)
-    assert one[0] > 0 and one[0] != pytest.approx(one[1])
+    scored = [0, 1, 3, 4]
+    assert [batched[i] for i in scored] == pytest.approx([one[i] for i in scored], rel=1e-4)
+    assert all(one[i] > 0 for i in scored) and one[0] != pytest.approx(one[1])
