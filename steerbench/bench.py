@@ -32,7 +32,7 @@ from steerbench.config import MetricSpec, load_config
 from steerbench.data import load_prompts
 from steerbench.generation import GenerationSettings, generate
 from steerbench.method import FitContext, get_method
-from steerbench.metric import Record
+from steerbench.metric import Record, get_metric
 from steerbench.prompts import PromptFormat, encoded_batches
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,6 @@ def metric_throughput(
 ) -> dict[str, dict[str, float]]:
     """Items/s of each metric that reads the model, and its seconds per item over one plain
     forward pass per prompt (the floor's)."""
-    from steerbench.metric import get_metric
-
     figures = {}
     for spec in specs:
         metric = get_metric(spec.name, **spec.options)
