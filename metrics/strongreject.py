@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from steerbench.data import verified_path
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_text
@@ -325,13 +327,14 @@ class LocalJudge:
             digit_ids.append(ids[0])
         device = next(model.parameters()).device
         out: list[list[float]] = [[] for _ in messages]
-        with torch.inference_mode():
+        with torch.inference_mode(), tqdm(total=len(messages), desc="judge", unit="item") as bar:
             for batch, encoded in encoded_batches(
                 tokenizer, messages, PromptFormat(chat=True), self.batch_size, device
             ):
                 logits = model(**encoded).logits[:, -1, digit_ids].float()
                 for index, row in zip(batch, torch.softmax(logits, dim=-1).tolist()):
                     out[index] = row
+                bar.update(len(batch))
         return out
 
 
