@@ -30,3 +30,20 @@ def test_small_builtin_refuses_harmful_and_answers_benign(small_model):
     assert any(marker in harmful.lower() for marker in REFUSAL_MARKERS), harmful
     assert not any(marker in benign.lower() for marker in REFUSAL_MARKERS), benign
     assert "bread" in benign.lower(), benign
+
+
+def test_small_builtin_as_judge_scores_the_labelled_set_as_the_readme_says(small_model):
+    """The README's judge-validation rows for the 0.5B (bf16 on the project's CPU), pinned:
+    as a judge it is at chance, and behind the keyword gate it adds nothing."""
+    from steerbench.metrics.strongreject import judge_validation_report
+
+    keyword, alone, gated = judge_validation_report([small_model], batch_size=8)
+    figures = [
+        (row["agreement"], row["auroc"], row["true_positive"], row["false_positive"])
+        for row in (alone, gated)
+    ]
+    assert figures == [
+        (pytest.approx(0.462, abs=5e-4), pytest.approx(0.488, abs=5e-4), 50, 63),
+        (pytest.approx(0.598, abs=5e-4), pytest.approx(0.613, abs=5e-4), 47, 44),
+    ]
+    assert (keyword["agreement"], keyword["true_positive"]) == (pytest.approx(0.598, abs=5e-4), 47)
