@@ -7,6 +7,8 @@ prints both accuracies and the number of questions whose predicted letter differ
 Produces the table in the README's lm-evaluation-harness section:
 
     python scripts/compare_mmlu_with_lm_eval.py --artifact results/default/artifacts/<cna key>
+
+(``--limit N``: the task's first N questions on both sides, for a quicker check).
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--limit", type=int, help="only the task's first N questions, on both sides (default: all)"
+    )
     args = parser.parse_args()
 
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     artifact = Artifact.load(args.artifact)
     method = get_method(artifact.method, **artifact.metadata.get("hyperparameters", {}))
-    questions = stratified_questions(None)  # the shipped subset, in the task's order
+    questions = stratified_questions(None)[: args.limit]  # the shipped subset, task order
     prompts = [render_question(q) for q in questions]
     print(f"model {lm.name}, {len(questions)} questions, dtype {next(lm.model.parameters()).dtype}")
     print(f"{'condition':28} {'steerbench mmlu':>16} {'lm-eval':>8} {'differ':>7} {'s':>6}")
@@ -48,7 +53,9 @@ def main() -> None:
         start = time.perf_counter()
         with context():
             ours = predict(lm.model, lm.tokenizer, prompts, args.batch_size)
-            harness = evaluate(lm, ["steerbench_mmlu"], batch_size=args.batch_size)
+            harness = evaluate(
+                lm, ["steerbench_mmlu"], limit=args.limit, batch_size=args.batch_size
+            )
         samples = sorted(harness["samples"]["steerbench_mmlu"], key=lambda s: s["doc_id"])
         theirs = [
             LETTERS[max(range(4), key=lambda i, s=s: s["filtered_resps"][i][0])] for s in samples
