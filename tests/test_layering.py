@@ -1,5 +1,5 @@
-"""Plugins stay plugins: the modules that store, track, compare and publish results never
-name a metric (they read what metrics declare), and the core never imports a plugin."""
+"""Plugins stay plugins: no core module names a metric (they read what metrics declare;
+the few exceptions are listed with their reason), and the core never imports a plugin."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import pytest
 from steerbench.metric import METRICS
 
 CORE = Path(__file__).resolve().parents[1] / "steerbench"
-RESULT_MODULES = [
-    "runner.py",
-    "results.py",
-    "tracking.py",
-    "leaderboard.py",
-    "comparisons.py",
-    "executors.py",
-    "config.py",
-    "metric.py",
-]
+ALLOWED_NAMES = {
+    # prompt sets that share a metric's name (the MMLU questions, StrongREJECT's prompts)
+    "data.py": {"mmlu", "strongreject"},
+    "sae.py": {"mmlu", "strongreject"},
+    # the `steerbench lm-eval` subcommand (lm-eval's own command line)
+    "cli.py": {"lm-eval"},
+    "commands/harness.py": {"lm-eval"},
+    # the CNA paper's claims are about these metrics by name
+    "reproduce.py": {"mmlu", "quality", "refusal", "strongreject"},
+}
+CORE_MODULES = sorted(str(p.relative_to(CORE)) for p in CORE.rglob("*.py"))
 
 
 def string_literals(path: Path) -> set[str]:
@@ -30,19 +31,20 @@ def string_literals(path: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("module", RESULT_MODULES)
-def test_result_handling_names_no_metric(module):
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_names_no_metric(module):
+    """Storage, tracking, the leaderboard, the CLI...: they read what metrics declare."""
     builtin = [e.name for e in METRICS.entries() if e.source == "builtin"]
     named = string_literals(CORE / module) & set(builtin)
-    assert not named, f"{module} names metric(s) {sorted(named)}; read what metrics declare"
+    assert named == ALLOWED_NAMES.get(module, set()), (
+        f"{module} names metric(s) {sorted(named)}; read what metrics declare"
+    )
 
 
 def test_core_never_imports_a_plugin_module():
     offenders = []
     for path in CORE.rglob("*.py"):
-        if path.parent.name == "commands" or path.name == "reproduce.py":
-            # CLI glue for the built-in metrics' validation commands, and the CNA paper's
-            # reproduction report, which reads the refusal classifier by design
+        if path.name == "reproduce.py":  # the paper's report reads the refusal classifier
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
