@@ -307,7 +307,7 @@ def format_table(f: dict[str, Any]) -> str:
         )
     for name, m in f["metrics"].items():
         lines.append(
-            f"{'metric ' + name + ' (items/s), forward passes/item':44} "
+            f"{name + ' items/s, forward passes/item':44} "
             f"{m['items_per_second']:12.2f} {m['forward_passes_per_item']:9.2f}x"
         )
     flops = f["flops"]
