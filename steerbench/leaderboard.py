@@ -308,6 +308,17 @@ def _fmt(value, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+NO_STRENGTH = "no strength improves on the unsteered model within the constraints"
+"""What a ranking shows for a method none of whose strengths qualifies for the task."""
+
+
+def strength_text(row) -> str:
+    """A cell's strength as the tables show it ("–" for the unsteered model)."""
+    if row.get("is_baseline") or row.get("strength") is None:
+        return "–"
+    return f"{row['strength']:g}"
+
+
 def _markdown_rows(rows: pd.DataFrame, shown: list[Column], *, rank: bool = False) -> list[str]:
     head = ["rank"] if rank else []
     head += ["method", "strength"] + [
@@ -319,12 +330,10 @@ def _markdown_rows(rows: pd.DataFrame, shown: list[Column], *, rank: bool = Fals
         cells = [f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"] if rank else []
         name = md_cell(r["method"]) + (" *(reference)*" if r.get("reference") else "")
         if r.get("failed"):
-            cells += [name, "no strength improves on the unsteered model within the constraints"]
-            cells += ["" for _ in shown]
+            cells += [name, NO_STRENGTH] + ["" for _ in shown]
             lines.append("| " + " | ".join(cells) + " |")
             continue
-        strength = "–" if r["is_baseline"] or r["strength"] is None else f"{r['strength']:g}"
-        cells += [name, strength]
+        cells += [name, strength_text(r)]
         for c in shown:
             text = _fmt(r.get(c.key), c.digits, c.signed)
             if c.interval:
@@ -620,12 +629,11 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         pareto={m: pareto_points(table[table["model"] == m], target, tasks[0]) for m in models},
         columns=shown,
         plots=dict(zip(models, plots)),
-        examples=examples(generations, target, board_labels(frame)),
+        examples=examples(generations, target, dict(zip(table["cell_key"], table["model"]))),
         fmt=_fmt,
         describe=_describe,
-        strength=lambda r: (
-            "–" if r.get("is_baseline") or r.get("strength") is None else f"{r['strength']:g}"
-        ),
+        strength=strength_text,
+        no_strength=NO_STRENGTH,
     )
     (out / "index.html").write_text(html)
     if readme is not None:
