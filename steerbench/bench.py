@@ -6,13 +6,17 @@
   forward pre-hooks instead of folded weights (same prompts, batches and tokens: what
   folding itself buys), and the paper's reference style (one prompt at a time, steering by
   a pre-hook that clones the activation and multiplies the neurons);
+- real answers, each to its end (half harmful prompts, mostly refused early, half benign):
+  answer tokens/s of continuous batching against static batches, and how many greedy
+  answers the two schedules disagree on (bf16 only);
 - every model-reading metric of the default config (MMLU, the StrongREJECT judge,
   kl-benign): items/s, and seconds per item in units of one plain forward pass per prompt;
 - peak RSS against the weights' size (and peak GPU memory), and achieved FLOP/s against a
   measured matmul FLOP/s.
 
-Every generation variant produces exactly the same number of tokens (``min_new_tokens``),
-so tokens/s compare like with like.
+Every fixed-length generation variant produces exactly the same number of tokens
+(``min_new_tokens``, static batches), so tokens/s compare like with like: they measure the
+cost of a decoding step; the real-answer figures measure what scheduling saves.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from steerbench.adapter import ModelAdapter
 from steerbench.config import MetricSpec, load_config
 from steerbench.data import load_prompts
-from steerbench.generation import GenerationSettings, generate
+from steerbench.generation import GenerationSettings, generate, generate_tokens
 from steerbench.method import FitContext, get_method
 from steerbench.metric import Record, get_metric
 from steerbench.prompts import PromptFormat, encoded_batches
@@ -135,6 +139,34 @@ def metric_throughput(
     return figures
 
 
+def answer_throughput(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, device
+) -> dict[str, Any]:
+    """Real answers, each to its end (refusals end early, benign answers run long): answer
+    tokens/s of static batches vs continuous batching, same prompts, rows and token budget;
+    and how many greedy answers differ (none in float32; in bf16 batch composition can
+    flip a near-tie)."""
+    out: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": max_new_tokens}
+    answers = {}
+    for schedule in ("static", "continuous"):
+        settings = GenerationSettings(
+            max_new_tokens=max_new_tokens, batch_size=batch_size, schedule=schedule
+        )
+        seconds, answers[schedule] = timed(
+            lambda s=settings: generate_tokens(model, tokenizer, prompts, s, progress=False),
+            device,
+        )
+        tokens = sum(map(len, answers[schedule]))
+        out[schedule] = {
+            "seconds": seconds,
+            "tokens": tokens,
+            "tokens_per_second": tokens / seconds,
+        }
+    out["speedup"] = out["continuous"]["tokens_per_second"] / out["static"]["tokens_per_second"]
+    out["answers_differ"] = sum(a != b for a, b in zip(answers["static"], answers["continuous"]))
+    return out
+
+
 def peak_rss_bytes() -> int:
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
@@ -150,6 +182,8 @@ def run_bench(
     batch_size: int = 16,
     repeats: int = 2,
     n_metric_items: int = 16,
+    n_answers: int = 40,
+    answer_tokens: int = 64,
     metrics: Sequence[MetricSpec] | None = None,
 ) -> dict[str, Any]:
     """The figures; ``metrics``: those whose throughput is measured (default: the default
@@ -223,6 +257,14 @@ def run_bench(
     figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
     figures["folding_vs_batched_hooks"] = tps["cna"] / tps["cna_hooks"]
 
+    refused, answered = (  # the default model refuses most of the first, answers the second
+        [r.text for r in load_prompts(name)] for name in ("jbb-harmful", "jbb-benign")
+    )
+    mixed = refused[: n_answers // 2] + answered[: n_answers - n_answers // 2]
+    figures["answers"] = answer_throughput(
+        model, tokenizer, mixed, answer_tokens, batch_size, device
+    )
+
     benign = load_prompts("jbb-benign")[:n_metric_items]
     responses = generate(
         model,
@@ -262,6 +304,8 @@ def run_bench(
         "batch_size": batch_size,
         "repeats": repeats,
         "n_metric_items": n_metric_items,
+        "n_answers": n_answers,
+        "answer_tokens": answer_tokens,
     }
     return figures
 
@@ -299,6 +343,17 @@ def format_table(f: dict[str, Any]) -> str:
     lines.append(
         f"{'generation reference style, 1 prompt + hook':44} "
         f"{tps['reference']:12.1f} {tps['reference'] / tps['unsteered']:9.3f}x"
+    )
+    answers = f["answers"]
+    for schedule in ("static", "continuous"):
+        speed = answers[schedule]["tokens_per_second"]
+        lines.append(
+            f"{'answers to the end, ' + schedule + ' (tok/s)':44} {speed:12.1f} "
+            f"{speed / answers['static']['tokens_per_second']:9.2f}x"
+        )
+    lines.append(
+        f"{'  answers that differ (of ' + str(answers['prompts']) + ')':44} "
+        f"{answers['answers_differ']:12d}"
     )
     for name in ("cna", "caa"):
         lines.append(f"{'steering overhead ' + name:44} {f['steering_overhead'][name]:12.1%}")

@@ -114,13 +114,22 @@ def add_to_residual(
 
 @contextmanager
 def decoding_passes(adapter: ModelAdapter) -> Iterator[list[bool]]:
-    """A one-element list that is ``[True]`` exactly while a forward pass extends a KV cache
-    that already holds tokens (a decoding step), ``[False]`` in a prompt pass."""
+    """A one-element list that is ``[True]`` exactly while a forward pass feeds one new token
+    per row after tokens already in the KV cache (a decoding step), ``[False]`` in a prompt
+    pass, also one that continues a cached prefix (``steerbench.generation`` runs a shared
+    system prompt once, then each prompt's own tokens, at least two)."""
     state = [False]
 
-    def before(_module, _args, kwargs):
+    def before(_module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        state[0] = cache is not None and int(cache.get_seq_length()) > 0
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        fed = ids if ids is not None else kwargs.get("inputs_embeds")
+        state[0] = (
+            cache is not None
+            and int(cache.get_seq_length()) > 0
+            and fed is not None
+            and fed.shape[1] == 1
+        )
 
     handle = adapter.backbone.register_forward_pre_hook(before, with_kwargs=True)
     try:

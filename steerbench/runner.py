@@ -14,8 +14,10 @@ import json
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -442,22 +444,40 @@ class Runner:
             prompt_sets[(SPLIT_VALIDATION, name)] = prompts
         records: dict[tuple[str, str], list[Record]] = {}
         results = []  # (split, eval_set, MetricResult)
+        phases: dict[str, float] = {}  # seconds per phase, logged: where a cell's time goes
+
+        def timed(phase: str, fn: Callable[[], Any]) -> Any:
+            begin = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - begin
+
         with steering():
-            for where, prompts in prompt_sets.items():
-                responses = generate(
-                    lm.model,
-                    lm.tokenizer,
-                    [p.text for p in prompts],
-                    settings,
-                    fmt,
-                    progress=self.progress,
+            # every set in one call: continuous batching keeps its rows full across sets
+            everything = [p for prompts in prompt_sets.values() for p in prompts]
+            responses = iter(
+                timed(
+                    "generation",
+                    partial(
+                        generate,
+                        lm.model,
+                        lm.tokenizer,
+                        [p.text for p in everything],
+                        settings,
+                        fmt,
+                        progress=self.progress,
+                    ),
                 )
+            )
+            for where, prompts in prompt_sets.items():
                 records[where] = [
-                    Record(p.id, p.text, r, p.category) for p, r in zip(prompts, responses)
+                    Record(p.id, p.text, next(responses), p.category) for p in prompts
                 ]
-            for _, metric in metrics:
+            for spec, metric in metrics:
                 if metric.measures_steered_model:
-                    results.append((SPLIT_EVALUATION, "*", metric.compute([], lm=lm)))
+                    result = timed(spec.name, partial(metric.compute, [], lm=lm))
+                    results.append((SPLIT_EVALUATION, "*", result))
         for spec, metric in metrics:  # unsteered from here on (e.g. a local judge)
             if metric.measures_steered_model:
                 continue
@@ -467,9 +487,14 @@ class Runner:
                 ):
                     continue
                 extra = {"steering": steering} if metric.uses_steering else {}
-                results.append(
-                    (split, name, metric.compute(records[(split, name)], lm=lm, **extra))
-                )
+                given = records[(split, name)]
+                result = timed(spec.name, partial(metric.compute, given, lm=lm, **extra))
+                results.append((split, name, result))
+        log.info(
+            "Cell %s: %s",
+            cell.label,
+            ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in phases.items()),
+        )
         self.save(cell, records, results, time.perf_counter() - start, lm)
 
     def save(self, cell: Cell, records, results, seconds: float, lm) -> None:

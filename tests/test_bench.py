@@ -52,6 +52,8 @@ def test_bench_reports_every_ratio(tiny_qwen):
         batch_size=4,
         repeats=1,
         n_metric_items=4,
+        n_answers=6,
+        answer_tokens=5,
         metrics=metrics,
     )
     assert set(figures["steering_overhead"]) == {"cna", "caa"}
@@ -73,5 +75,9 @@ def test_bench_reports_every_ratio(tiny_qwen):
     assert 0 < figures["flops"]["fraction_of_peak"]
     assert all(v > 0 for v in figures["tokens_per_second"].values())
     assert torch.get_num_threads() == figures["threads"]
+    answers = figures["answers"]
+    assert answers["prompts"] == 6 and answers["answers_differ"] == 0  # float32: same tokens
+    assert answers["static"]["tokens"] == answers["continuous"]["tokens"] > 0
     table = format_table(figures)
     assert "folded weights vs batched hooks" in table and "kl-benign items/s" in table
+    assert "answers to the end, continuous (tok/s)" in table

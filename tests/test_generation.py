@@ -1,7 +1,12 @@
+from collections import Counter
+
+import pytest
 import torch
 
-from steerbench.generation import GenerationSettings, generate
+from steerbench.errors import SteerbenchError
+from steerbench.generation import GenerationSettings, generate, generate_tokens
 from steerbench.prompts import PromptFormat, format_prompts
+from steerbench.testing import tiny_model
 
 PROMPTS = [
     "Hi",
@@ -57,3 +62,113 @@ def test_raw_format_feeds_the_prompt_unchanged(tiny_qwen):
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nabc<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+# -- continuous batching: rows end at different steps, are dropped and refilled --------------
+
+MANY = [f"{p} ({n})" for n in range(3) for p in PROMPTS]  # 12 prompts of varied length
+
+
+def _alone(model, tokenizer, prompts: list[str], max_new_tokens: int = 12) -> list[list[int]]:
+    """Each prompt's greedy answer ids from ``model.generate``, one prompt at a time."""
+    answers = []
+    for text in format_prompts(tokenizer, prompts):
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+        answers.append(out[0, ids["input_ids"].shape[1] :].tolist())
+    return answers
+
+
+@pytest.fixture
+def early_eos(request):
+    """A tiny model whose end-of-answer token is one it emits part-way through some
+    answers, so answers end at different steps (a random model rarely emits its real EOS)."""
+    model, tokenizer = tiny_model(request.param)
+    counts = Counter(t for a in _alone(model, tokenizer, MANY) for t in a[2:9])
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = counts.most_common(1)[0][0]
+    yield model, tokenizer
+    model.generation_config.eos_token_id = original
+
+
+def _fed_shapes(model, tokenizer, settings) -> list[int]:
+    """(rows, width) of the ids of every forward pass of one generate call."""
+    rows = []
+
+    def count(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        rows.append(tuple(ids.shape))
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        generate(model, tokenizer, MANY, settings, progress=False)
+    finally:
+        handle.remove()
+    return rows
+
+
+@pytest.mark.parametrize("early_eos", ["qwen2", "llama"], indirect=True)
+def test_continuous_equals_static_and_one_at_a_time(early_eos):
+    model, tokenizer = early_eos
+
+    def answers(prompts, batch_size, schedule="continuous"):
+        settings = GenerationSettings(max_new_tokens=12, batch_size=batch_size, schedule=schedule)
+        return generate_tokens(model, tokenizer, prompts, settings, progress=False)
+
+    continuous = answers(MANY, 3)
+    assert continuous == answers(MANY, 5, "static")
+    assert continuous == [answers([p], 1)[0] for p in MANY] == _alone(model, tokenizer, MANY)
+    assert len({len(a) for a in continuous}) > 2  # answers really end at different steps
+
+
+@pytest.mark.parametrize("early_eos", ["qwen2"], indirect=True)
+def test_finished_rows_stop_costing_compute(early_eos):
+    """Every decoding step feeds only unfinished rows (at most batch_size of them): the rows
+    fed over all steps are exactly the answer tokens after each first one."""
+    model, tokenizer = early_eos
+    settings = GenerationSettings(max_new_tokens=12, batch_size=4)
+    generated = [len(a) for a in _alone(model, tokenizer, MANY)]  # EOS included
+    assert len(set(generated)) > 2
+    shapes = _fed_shapes(model, tokenizer, settings)
+    decode_rows = sum(rows for rows, width in shapes if width == 1)
+    prefill_rows = sum(rows for rows, width in shapes if width > 1)
+    assert all(rows <= settings.batch_size for rows, _ in shapes)
+    assert prefill_rows == len(MANY) + 1  # and the shared chat-template prefix, once
+    assert decode_rows == sum(generated) - len(MANY)
+    static = GenerationSettings(max_new_tokens=12, batch_size=4, schedule="static")
+    static_rows = sum(r for r, w in _fed_shapes(model, tokenizer, static) if w == 1)
+    assert decode_rows < static_rows
+
+
+@pytest.mark.parametrize("early_eos", ["qwen2"], indirect=True)
+def test_each_row_gets_its_own_processors_and_generation_scoped_hooks(early_eos):
+    """A stateful logits processor (where the prompt ended) and a residual edit applied only
+    while decoding act on each row as on that prompt generated alone."""
+    from steerbench.methods.refusal_logit_bias import OpeningTokenBias
+    from steerbench.interventions import add_to_residual
+    from steerbench.levels import logits_processor
+
+    model, tokenizer = early_eos
+    favoured = torch.tensor([5, 7])
+    vector = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+
+    def answers(schedule: str, batch_size: int) -> list[list[int]]:
+        settings = GenerationSettings(max_new_tokens=10, batch_size=batch_size, schedule=schedule)
+        with (
+            logits_processor(lambda: OpeningTokenBias(favoured, 50.0, 2)),
+            add_to_residual(model, {1: vector}, scope="generation"),
+        ):
+            return generate_tokens(model, tokenizer, MANY, settings, progress=False)
+
+    plain = generate_tokens(
+        model, tokenizer, MANY, GenerationSettings(max_new_tokens=10), progress=False
+    )
+    continuous = answers("continuous", 4)  # rows of different prompt lengths
+    assert continuous == answers("static", 1)
+    assert continuous != plain
+
+
+def test_schedule_is_checked():
+    with pytest.raises(SteerbenchError, match="schedule must be one of continuous, static"):
+        GenerationSettings(schedule="paged")
