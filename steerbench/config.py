@@ -19,7 +19,7 @@ import yaml
 from steerbench.errors import SteerbenchError
 from steerbench.validation import check_fields, check_value
 
-BUILTIN_CONFIGS = ("default", "quick")
+BUILTIN_CONFIGS = ("default", "quick", "scaling")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,99}")
 """Config names become directories and labels become file and table names."""
 
@@ -387,7 +387,7 @@ def parse_tasks(block: Any) -> list[TaskSpec]:
 
 
 def load_config(spec: str) -> BenchmarkConfig:
-    """A built-in config name (default, quick) or a path to a YAML file."""
+    """A built-in config name (``BUILTIN_CONFIGS``) or a path to a YAML file."""
     path = configs_root() / f"{spec}.yaml" if spec in BUILTIN_CONFIGS else Path(spec)
     if not path.is_file():
         raise SteerbenchError(

@@ -145,9 +145,9 @@ def test_finished_rows_stop_costing_compute(early_eos):
 def test_each_row_gets_its_own_processors_and_generation_scoped_hooks(early_eos):
     """A stateful logits processor (where the prompt ended) and a residual edit applied only
     while decoding act on each row as on that prompt generated alone."""
-    from steerbench.methods.refusal_logit_bias import OpeningTokenBias
     from steerbench.interventions import add_to_residual
     from steerbench.levels import logits_processor
+    from steerbench.methods.refusal_logit_bias import OpeningTokenBias
 
     model, tokenizer = early_eos
     favoured = torch.tensor([5, 7])

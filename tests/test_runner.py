@@ -217,6 +217,7 @@ def test_builtin_configs_validate_and_plan():
     assert cells[0].method is None and len(cells) == 1 + sum(
         len(m.strengths) for m in default.methods
     )
+    assert len(plan(load_config("scaling"))) == 40  # the linear-cost check (README, Performance)
 
 
 def test_dry_run_and_unwritable_results_dir(model_dir, tmp_path):
