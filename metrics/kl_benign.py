@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +83,6 @@ class BenignKL(Metric):
     def compute(self, records: Sequence[Record], *, lm=None, steering=None) -> MetricResult:
         if lm is None:
             raise SteerbenchError("the kl-benign metric needs a model; pass --model")
-        steering = steering or nullcontext
         answers = [
             lm.tokenizer(r.response, add_special_tokens=False)["input_ids"][
                 : self.config.max_answer_tokens
@@ -93,6 +91,10 @@ class BenignKL(Metric):
         ]
         values: list[float | None] = [None] * len(records)  # no answer token: missing
         scored = [i for i, answer in enumerate(answers) if answer]
+        if steering is None:  # the unsteered model: both sides are one computation, KL is 0
+            for i in scored:
+                values[i] = 0.0
+            scored = []
         size = self.config.batch_size
         for batch in (scored[i : i + size] for i in range(0, len(scored), size)):
             prompts = [records[i].prompt for i in batch]

@@ -169,10 +169,11 @@ class _Row:
 
 
 class _Batch:
-    """The running rows and their shared, left-padded KV cache."""
+    """The running rows and their shared KV cache (padding, hidden by the attention mask,
+    where rows of different lengths meet)."""
 
-    def __init__(self, model) -> None:
-        self.model = model
+    def __init__(self, model, device: torch.device) -> None:
+        self.model, self.device = model, device
         self.rows: list[_Row] = []
         self.cache = None
         self.mask: torch.Tensor | None = None  # [rows, cache length], 1 = real token
@@ -185,7 +186,7 @@ class _Batch:
         cache, join them to the batch; returns their next-token logits."""
         from transformers.cache_utils import DynamicCache
 
-        device = self.model.device
+        device = self.device
         width = max(map(len, suffixes))
         ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=device)
         mask = torch.tensor(
@@ -262,7 +263,7 @@ class _Prefix:
     cache: object
 
     @classmethod
-    def shared_by(cls, model, prompts: list[list[int]]) -> _Prefix | None:
+    def shared_by(cls, model, prompts: list[list[int]], device: torch.device) -> _Prefix | None:
         """None when too short to be worth a pass; always leaves each prompt at least two
         tokens of its own, so its own pass is never taken for a one-token decoding step."""
         from transformers.cache_utils import DynamicCache
@@ -272,7 +273,7 @@ class _Prefix:
             return None
         cache = DynamicCache(config=model.config)
         model(
-            input_ids=torch.tensor([prompts[0][:length]], device=model.device),
+            input_ids=torch.tensor([prompts[0][:length]], device=device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -308,7 +309,7 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     texts = format_prompts(tokenizer, prompts, fmt)
     ids = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
     waiting = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))[::-1]  # pop() longest
-    prefix = _Prefix.shared_by(model, ids)
+    prefix = _Prefix.shared_by(model, ids, device)
     start = prefix.length if prefix else 0
     eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
     warpers = []
@@ -319,7 +320,7 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     processing = bool(active_logits_processors())
     tokens: list[list[int]] = [[] for _ in prompts]
-    batch = _Batch(model)
+    batch = _Batch(model, device)
     logits = None
     while waiting or batch.rows:
         free = settings.batch_size - len(batch.rows)

@@ -139,8 +139,9 @@ class Metric(ABC):
     ``measures_steered_model`` (MMLU) are called while the model is steered, to measure the
     steered model's capability; the others (a local LLM judge) are called unsteered.
     ``uses_steering`` metrics get the records and, as ``steering``, a zero-argument callable
-    that returns the cell's steering context (a no-op for the unsteered model), so they can
-    compare the model with and without it on the same text (``kl-benign``).
+    that returns the cell's steering context, so they can compare the model with and
+    without it on the same text (``kl-benign``); for the unsteered model ``steering`` is
+    None (there is nothing to compare, and both sides would be the same computation).
     """
 
     name: ClassVar[str] = "?"

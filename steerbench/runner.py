@@ -486,7 +486,7 @@ class Runner:
                     split == SPLIT_VALIDATION and (metric.needs_model or metric.uses_steering)
                 ):
                     continue
-                extra = {"steering": steering} if metric.uses_steering else {}
+                extra = {"steering": steering if method else None} if metric.uses_steering else {}
                 given = records[(split, name)]
                 result = timed(spec.name, partial(metric.compute, given, lm=lm, **extra))
                 results.append((split, name, result))

@@ -51,6 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register_run_commands(sub: argparse._SubParsersAction) -> None:
+    from steerbench.config import BUILTIN_CONFIGS
+
     p = sub.add_parser(
         "run",
         help="run a benchmark config (the main job)",
@@ -61,7 +63,7 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
         "config",
         nargs="?",
         default="default",
-        help="config YAML or built-in name: default, quick (default: default)",
+        help=f"config YAML or built-in name: {', '.join(BUILTIN_CONFIGS)} (default: default)",
     )
     p.add_argument(
         "--quick",
