@@ -140,28 +140,40 @@ def metric_throughput(
 
 
 def answer_throughput(
-    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, device
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    device,
+    config_batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Real answers, each to its end (refusals end early, benign answers run long): answer
-    tokens/s of static batches vs continuous batching, same prompts, rows and token budget;
-    and how many greedy answers differ (none in float32; in bf16 batch composition can
-    flip a near-tie)."""
+    tokens/s of static batches vs continuous batching with the same rows, prompts and token
+    budget (and continuous batching with the config's rows, when that differs); and how
+    many greedy answers differ (none in float32; in bf16 batch composition can flip a
+    near-tie)."""
+    runs = {"static": ("static", batch_size), "continuous": ("continuous", batch_size)}
+    if config_batch_size and config_batch_size != batch_size:
+        runs[f"continuous, {config_batch_size} rows"] = ("continuous", config_batch_size)
     out: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": max_new_tokens}
     answers = {}
-    for schedule in ("static", "continuous"):
+    for name, (schedule, rows) in runs.items():
         settings = GenerationSettings(
-            max_new_tokens=max_new_tokens, batch_size=batch_size, schedule=schedule
+            max_new_tokens=max_new_tokens, batch_size=rows, schedule=schedule
         )
-        seconds, answers[schedule] = timed(
+        seconds, answers[name] = timed(
             lambda s=settings: generate_tokens(model, tokenizer, prompts, s, progress=False),
             device,
         )
-        tokens = sum(map(len, answers[schedule]))
-        out[schedule] = {
+        tokens = sum(map(len, answers[name]))
+        out[name] = {
+            "rows": rows,
             "seconds": seconds,
             "tokens": tokens,
             "tokens_per_second": tokens / seconds,
         }
+    out["runs"] = list(runs)
     out["speedup"] = out["continuous"]["tokens_per_second"] / out["static"]["tokens_per_second"]
     out["answers_differ"] = sum(a != b for a, b in zip(answers["static"], answers["continuous"]))
     return out
@@ -185,11 +197,15 @@ def run_bench(
     n_answers: int = 40,
     answer_tokens: int = 64,
     metrics: Sequence[MetricSpec] | None = None,
+    config_batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """The figures; ``metrics``: those whose throughput is measured (default: the default
-    config's)."""
-    if metrics is None:
-        metrics = load_config("default").metrics
+    """The figures; ``metrics``: those whose throughput is measured, and
+    ``config_batch_size`` the rows continuous batching also runs with (default: the
+    default config's)."""
+    if metrics is None or config_batch_size is None:
+        default = load_config("default")
+        metrics = default.metrics if metrics is None else metrics
+        config_batch_size = config_batch_size or default.generation.get("batch_size")
     model, tokenizer = lm.model, lm.tokenizer
     device = lm.device
     prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
@@ -262,7 +278,7 @@ def run_bench(
     )
     mixed = refused[: n_answers // 2] + answered[: n_answers - n_answers // 2]
     figures["answers"] = answer_throughput(
-        model, tokenizer, mixed, answer_tokens, batch_size, device
+        model, tokenizer, mixed, answer_tokens, batch_size, device, config_batch_size
     )
 
     benign = load_prompts("jbb-benign")[:n_metric_items]
@@ -345,10 +361,13 @@ def format_table(f: dict[str, Any]) -> str:
         f"{tps['reference']:12.1f} {tps['reference'] / tps['unsteered']:9.3f}x"
     )
     answers = f["answers"]
-    for schedule in ("static", "continuous"):
-        speed = answers[schedule]["tokens_per_second"]
+    for name in answers["runs"]:
+        speed = answers[name]["tokens_per_second"]
+        label = f"answers to the end, {name}" + (
+            "" if "rows" in name else f", {answers[name]['rows']} rows"
+        )
         lines.append(
-            f"{'answers to the end, ' + schedule + ' (tok/s)':44} {speed:12.1f} "
+            f"{label + ' (tok/s)':44} {speed:12.1f} "
             f"{speed / answers['static']['tokens_per_second']:9.2f}x"
         )
     lines.append(

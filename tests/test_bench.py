@@ -55,6 +55,7 @@ def test_bench_reports_every_ratio(tiny_qwen):
         n_answers=6,
         answer_tokens=5,
         metrics=metrics,
+        config_batch_size=3,
     )
     assert set(figures["steering_overhead"]) == {"cna", "caa"}
     assert set(figures["tokens_per_second"]) == {
@@ -77,7 +78,8 @@ def test_bench_reports_every_ratio(tiny_qwen):
     assert torch.get_num_threads() == figures["threads"]
     answers = figures["answers"]
     assert answers["prompts"] == 6 and answers["answers_differ"] == 0  # float32: same tokens
-    assert answers["static"]["tokens"] == answers["continuous"]["tokens"] > 0
+    assert answers["runs"] == ["static", "continuous", "continuous, 3 rows"]
+    assert answers["static"]["tokens"] == answers["continuous, 3 rows"]["tokens"] > 0
     table = format_table(figures)
     assert "folded weights vs batched hooks" in table and "kl-benign items/s" in table
-    assert "answers to the end, continuous (tok/s)" in table
+    assert "answers to the end, continuous, 4 rows (tok/s)" in table

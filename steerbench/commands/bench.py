@@ -18,7 +18,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from steerbench.config import load_config
     from steerbench.io import atomic_write_text
 
-    metrics = load_config(args.config).metrics
+    config = load_config(args.config)
     loaded = load_from_args(args)
     figures = run_bench(
         loaded,
@@ -28,7 +28,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         new_tokens=args.new_tokens,
         batch_size=args.batch_size,
         n_metric_items=args.n_metric_items,
-        metrics=metrics,
+        n_answers=args.n_answers,
+        answer_tokens=args.answer_tokens,
+        metrics=config.metrics,
+        config_batch_size=int(config.generation.get("batch_size", args.batch_size)),
     )
     print(format_table(figures))
     if args.json:
@@ -42,8 +45,9 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="measure discovery and generation speed against baselines",
         description="Discovery vs a plain forward pass; steered (folded weights, batched "
-        "hooks) vs unsteered vs reference-style generation; each model-reading metric's "
-        "items/s; memory and FLOP/s; all in one process, as ratios.",
+        "hooks) vs unsteered vs reference-style generation; continuous vs static batching "
+        "on real answers; each model-reading metric's items/s; memory and FLOP/s; all in "
+        "one process, as ratios.",
     )
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--n-discovery", type=int, default=200)
@@ -57,10 +61,18 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
         "--n-metric-items", type=int, default=16, help="benign answers each metric scores"
     )
     p.add_argument(
+        "--n-answers",
+        type=int,
+        default=40,
+        help="prompts (half harmful, half benign) answered to their end, static vs "
+        "continuous batching",
+    )
+    p.add_argument("--answer-tokens", type=int, default=64, help="their new-token budget")
+    p.add_argument(
         "--config",
         default="default",
-        help="config whose model-reading metrics are timed (built-in name or YAML; "
-        "default: default)",
+        help="config whose model-reading metrics are timed and whose batch size continuous "
+        "batching also runs with (built-in name or YAML; default: default)",
     )
     add_model_options(p)
     p.set_defaults(handler=cmd_bench)
