@@ -264,12 +264,13 @@ class _Prefix:
 
     @classmethod
     def shared_by(cls, model, prompts: list[list[int]], device: torch.device) -> _Prefix | None:
-        """None when too short to be worth a pass; always leaves each prompt at least two
-        tokens of its own, so its own pass is never taken for a one-token decoding step."""
+        """None for a single prompt or a prefix too short to be worth a pass; always leaves
+        each prompt at least two tokens of its own, so its own pass is never taken for a
+        one-token decoding step."""
         from transformers.cache_utils import DynamicCache
 
         length = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 2)
-        if length < 2:
+        if len(prompts) < 2 or length < 2:
             return None
         cache = DynamicCache(config=model.config)
         model(
