@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from steerbench.io import save_figure
+
 
 def layer_distribution(layers: torch.Tensor, n_layers: int) -> dict[str, Any]:
     counts = torch.bincount(layers, minlength=n_layers).tolist()
@@ -89,6 +91,5 @@ def plot_layers(distributions: dict[str, dict], n_layers: int, path: Path) -> No
     ax.set_ylabel("share of circuit neurons")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=110)
-    fig.savefig(path.with_suffix(".svg"))
+    save_figure(fig, path)
     plt.close(fig)

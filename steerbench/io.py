@@ -47,6 +47,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig, stem: Path, *, dpi: int = 110) -> None:
+    """``stem``.png and ``stem``.svg, each written atomically and byte-reproducibly (no date
+    in the SVG metadata, SVG ids from a fixed salt), so a regenerated figure whose data did
+    not change does not show up as a change."""
+    import io
+
+    import matplotlib
+
+    for ext in ("png", "svg"):
+        buffer = io.BytesIO()
+        with matplotlib.rc_context({"svg.hashsalt": "steerbench"}):
+            fig.savefig(
+                buffer, format=ext, dpi=dpi, metadata={"Date": None} if ext == "svg" else None
+            )
+        atomic_write_bytes(stem.parent / f"{stem.name}.{ext}", buffer.getvalue())  # keeps dots
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine (lock and temp-file owners)."""
     try:

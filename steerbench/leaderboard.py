@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from steerbench.errors import SteerbenchError
-from steerbench.io import atomic_write_bytes
+from steerbench.io import atomic_write_bytes, save_figure
 from steerbench.markdown import md_cell
 from steerbench.results import validate_results_file
 
@@ -394,8 +394,7 @@ def plot(table: pd.DataFrame, out: Path, task) -> list[str]:
         axes[0][0].legend(fontsize=8)
         fig.suptitle(model)
         fig.tight_layout()
-        for ext in ("png", "svg"):
-            fig.savefig(out / f"{slug}.{ext}", dpi=110)
+        save_figure(fig, out / slug)
         plt.close(fig)
         names.append(slug)
     return names

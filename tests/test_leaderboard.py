@@ -43,7 +43,12 @@ def test_build_writes_markdown_html_and_plots(results_dir, tmp_path):
     assert html.count('<section class="ranking"') == 2
     assert html.count("<tr data-method=") == 2 * 4 + 5
     assert html.count("<circle ") == 5 and "<title>cna @ 0: refusal" in html
-    assert list(out.glob("*.png")) and list(out.glob("*.svg"))
+    figures = {p.name: p.read_bytes() for p in [*out.glob("*.png"), *out.glob("*.svg")]}
+    assert any(name.endswith(".png") for name in figures) and any(
+        name.endswith(".svg") for name in figures
+    )
+    again = build([results_dir], tmp_path / "board")  # same data: byte-identical figures
+    assert {p.name: p.read_bytes() for p in [*again.glob("*.png"), *again.glob("*.svg")]} == figures
 
 
 def test_submit_validates_schema_and_provenance(results_dir, tmp_path):
