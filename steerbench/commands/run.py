@@ -68,7 +68,7 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset (0.5B model, small subset, ~5 min on 2 cores)",
+        help="the quick preset (0.5B model, small subset, ~2 min on 2 cores)",
     )
     p.add_argument("--results", help="results directory (default: ./results/<config name>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in results)")
