@@ -363,16 +363,15 @@ def format_table(f: dict[str, Any]) -> str:
     answers = f["answers"]
     for name in answers["runs"]:
         speed = answers[name]["tokens_per_second"]
-        label = f"answers to the end, {name}" + (
-            "" if "rows" in name else f", {answers[name]['rows']} rows"
-        )
+        schedule = name.split(",")[0]
+        label = f"real answers, {schedule} {answers[name]['rows']} rows"
         lines.append(
             f"{label + ' (tok/s)':44} {speed:12.1f} "
             f"{speed / answers['static']['tokens_per_second']:9.2f}x"
         )
     lines.append(
-        f"{'  answers that differ (of ' + str(answers['prompts']) + ')':44} "
-        f"{answers['answers_differ']:12d}"
+        f"{'  differing answers, static vs continuous':44} "
+        f"{answers['answers_differ']:12d} {'of ' + str(answers['prompts']):>10}"
     )
     for name in ("cna", "caa"):
         lines.append(f"{'steering overhead ' + name:44} {f['steering_overhead'][name]:12.1%}")

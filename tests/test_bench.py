@@ -82,4 +82,4 @@ def test_bench_reports_every_ratio(tiny_qwen):
     assert answers["static"]["tokens"] == answers["continuous, 3 rows"]["tokens"] > 0
     table = format_table(figures)
     assert "folded weights vs batched hooks" in table and "kl-benign items/s" in table
-    assert "answers to the end, continuous, 4 rows (tok/s)" in table
+    assert "real answers, continuous 4 rows (tok/s)" in table
