@@ -31,12 +31,12 @@ def answer_log_probs(
     right-padded forward pass for the batch: padding after a sequence does not change its
     logits under the causal mask, and both sides of the KL see the same batch."""
     from steerbench.levels import active_logits_processors
-    from steerbench.prompts import PromptFormat, format_prompts
+    from steerbench.prompts import PromptFormat, format_prompts, prompt_token_ids
 
     tokenizer, model = lm.tokenizer, lm.model
     chat = PromptFormat().uses_chat(tokenizer)
     rendered = format_prompts(tokenizer, list(prompts))
-    prompt_ids = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in rendered]
+    prompt_ids = prompt_token_ids(tokenizer, rendered, chat=chat)
     sequences = [p + a for p, a in zip(prompt_ids, answers)]
     width = max(map(len, sequences))
     device = next(model.parameters()).device

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerbench.errors import SteerbenchError
-from steerbench.prompts import PromptFormat, encoded_batches, format_prompts
+from steerbench.prompts import PromptFormat, encoded_batches, format_prompts, prompt_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -179,20 +179,19 @@ class _Batch:
         self.mask: torch.Tensor | None = None  # [rows, cache length], 1 = real token
         self.positions: torch.Tensor | None = None  # [rows]: position of each next token
 
-    def prefill(
-        self, rows: list[_Row], suffixes: list[list[int]], prefix: _Prefix | None, pad_id: int
-    ) -> torch.Tensor:
+    def prefill(self, rows: list[_Row], prefix: _Prefix | None, pad_id: int) -> torch.Tensor:
         """Run the new prompts (after the shared prefix, whose cache is reused) in a fresh
         cache, join them to the batch; returns their next-token logits."""
         from transformers.cache_utils import DynamicCache
 
         device = self.device
+        start = prefix.length if prefix else 0
+        suffixes = [row.prompt[start:] for row in rows]
         width = max(map(len, suffixes))
         ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=device)
         mask = torch.tensor(
             [[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device
         )
-        start = prefix.length if prefix else 0
         positions = (start + mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
         if prefix:
             cache = copy.deepcopy(prefix.cache)
@@ -308,10 +307,9 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     device = next(model.parameters()).device
     chat = fmt.uses_chat(tokenizer)
     texts = format_prompts(tokenizer, prompts, fmt)
-    ids = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+    ids = prompt_token_ids(tokenizer, texts, chat=chat)
     waiting = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))[::-1]  # pop() longest
     prefix = _Prefix.shared_by(model, ids, device)
-    start = prefix.length if prefix else 0
     eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
     warpers = []
     if settings.do_sample:
@@ -328,8 +326,7 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
         if waiting and free > 0:
             new = [waiting.pop() for _ in range(min(free, len(waiting)))]
             rows = [_Row(i, ids[i], active_logits_processors() if processing else []) for i in new]
-            suffixes = [ids[i][start:] for i in new]
-            new_logits = batch.prefill(rows, suffixes, prefix, _pad_id(tokenizer))
+            new_logits = batch.prefill(rows, prefix, _pad_id(tokenizer))
             logits = new_logits if logits is None else torch.cat([logits, new_logits])
         scores = logits.float()
         if processing:

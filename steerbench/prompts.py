@@ -74,8 +74,13 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def prompt_token_ids(tokenizer, texts: list[str], *, chat: bool) -> list[list[int]]:
+    """Each rendered prompt's token ids, unpadded, by the same rule as ``tokenize_batch``."""
+    return tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+
+
 def token_lengths(tokenizer, texts: list[str], *, chat: bool) -> list[int]:
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
+    return [len(ids) for ids in prompt_token_ids(tokenizer, texts, chat=chat)]
 
 
 def encoded_batches(
