@@ -6,9 +6,10 @@
   forward pre-hooks instead of folded weights (same prompts, batches and tokens: what
   folding itself buys), and the paper's reference style (one prompt at a time, steering by
   a pre-hook that clones the activation and multiplies the neurons);
-- real answers, each to its end (half harmful prompts, mostly refused early, half benign):
-  answer tokens/s of continuous batching against static batches, and how many greedy
-  answers the two schedules disagree on (bf16 only);
+- real answers, each to its end, on one cell's prompts of the config (the default's: 60
+  harmful, mostly refused early, 40 benign and 40 XSTest prompts, answered in full): answer
+  tokens/s of continuous batching against static batches, and how many greedy answers the
+  two schedules disagree on (bf16 only);
 - every model-reading metric of the default config (MMLU, the StrongREJECT judge,
   kl-benign): items/s, and seconds per item in units of one plain forward pass per prompt;
 - peak RSS against the weights' size (and peak GPU memory), and achieved FLOP/s against a
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 
 from steerbench.adapter import ModelAdapter
-from steerbench.config import MetricSpec, load_config
+from steerbench.config import BenchmarkConfig, MetricSpec, load_config
 from steerbench.data import load_prompts
 from steerbench.generation import GenerationSettings, generate, generate_tokens
 from steerbench.method import FitContext, get_method
@@ -194,18 +195,20 @@ def run_bench(
     batch_size: int = 16,
     repeats: int = 2,
     n_metric_items: int = 16,
-    n_answers: int = 40,
+    n_answers: int | None = None,
     answer_tokens: int = 64,
-    metrics: Sequence[MetricSpec] | None = None,
-    config_batch_size: int | None = None,
+    config: BenchmarkConfig | None = None,
 ) -> dict[str, Any]:
-    """The figures; ``metrics``: those whose throughput is measured, and
-    ``config_batch_size`` the rows continuous batching also runs with (default: the
-    default config's)."""
-    if metrics is None or config_batch_size is None:
-        default = load_config("default")
-        metrics = default.metrics if metrics is None else metrics
-        config_batch_size = config_batch_size or default.generation.get("batch_size")
+    """The figures, for ``config`` (default: the default config): the metrics whose
+    throughput is measured, the rows continuous batching also runs with, and one cell's
+    prompts, the real answers' workload (``n_answers``: evenly spaced among them)."""
+    from steerbench.runner import cell_prompts, resolved_generation
+
+    config = config or load_config("default")
+    config_batch_size = int(resolved_generation(config)["batch_size"])
+    workload = [record.text for record in cell_prompts(config)]
+    if n_answers is not None and n_answers < len(workload):
+        workload = [workload[i * len(workload) // n_answers] for i in range(n_answers)]
     model, tokenizer = lm.model, lm.tokenizer
     device = lm.device
     prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
@@ -273,12 +276,8 @@ def run_bench(
     figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
     figures["folding_vs_batched_hooks"] = tps["cna"] / tps["cna_hooks"]
 
-    refused, answered = (  # the default model refuses most of the first, answers the second
-        [r.text for r in load_prompts(name)] for name in ("jbb-harmful", "jbb-benign")
-    )
-    mixed = refused[: n_answers // 2] + answered[: n_answers - n_answers // 2]
     figures["answers"] = answer_throughput(
-        model, tokenizer, mixed, answer_tokens, batch_size, device, config_batch_size
+        model, tokenizer, workload, answer_tokens, batch_size, device, config_batch_size
     )
 
     benign = load_prompts("jbb-benign")[:n_metric_items]
@@ -293,7 +292,7 @@ def run_bench(
     records = [Record(r.id, r.text, text, r.category) for r, text in zip(benign, responses)]
     figures["metrics"] = metric_throughput(
         lm,
-        metrics,
+        config.metrics,
         records,
         lambda: cna.steer(model, artifacts["cna"], 0.0),
         floor_s / len(discovery),

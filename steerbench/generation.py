@@ -1,6 +1,7 @@
 """Batched generation with continuous batching: a row whose answer has ended (a refusal
-ends after a dozen tokens) is dropped from the batch at once and its place is refilled with
-the next waiting prompt, so finished answers stop costing compute and the batch stays full.
+ends after a dozen tokens) is dropped from the batch at once and free places are refilled
+with the next waiting prompts, so finished answers stop costing compute and the batch stays
+(nearly) full.
 
 New prompts are prefilled in a fresh KV cache (so a prompt pass is a prompt pass, also for
 methods that steer only generated tokens), then joined to the running batch's cache: both
@@ -41,7 +42,11 @@ SCHEDULES = ("continuous", "static")
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings; greedy unless ``do_sample`` (then seeded for reproducibility).
-    ``batch_size`` is the number of rows decoded together."""
+    ``batch_size`` is the number of rows decoded together. ``refill_rows`` (continuous
+    batching): waiting prompts join once this many rows are free, or when all of them fit;
+    a prompt pass reads every weight however few prompts it carries, so refilling one row
+    at a time costs a full pass per prompt. Default: an eighth of the batch, resolved here
+    so that it is recorded with the settings."""
 
     max_new_tokens: int = 64
     batch_size: int = 16
@@ -50,12 +55,20 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     schedule: str = "continuous"
+    refill_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise SteerbenchError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise SteerbenchError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.refill_rows is None:
+            object.__setattr__(self, "refill_rows", max(1, self.batch_size // 8))
+        if not 1 <= self.refill_rows <= self.batch_size:
+            raise SteerbenchError(
+                f"refill_rows must be between 1 and batch_size ({self.batch_size}), "
+                f"got {self.refill_rows}"
+            )
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise SteerbenchError(
                 f"temperature must be a finite number > 0, got {self.temperature}"
@@ -298,8 +311,9 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[list[int]]:
-    """Decode ``settings.batch_size`` rows at a time; each finished row is replaced by the
-    next waiting prompt (longest prompts first, so joined prompts need little padding)."""
+    """Decode ``settings.batch_size`` rows at a time; finished rows are replaced by the
+    next waiting prompts, ``settings.refill_rows`` or more at once (longest prompts first,
+    so joined prompts need little padding)."""
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
     from steerbench.levels import active_logits_processors
@@ -323,7 +337,7 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     logits = None
     while waiting or batch.rows:
         free = settings.batch_size - len(batch.rows)
-        if waiting and free > 0:
+        if waiting and free >= min(settings.refill_rows, len(waiting)):
             new = [waiting.pop() for _ in range(min(free, len(waiting)))]
             rows = [_Row(i, ids[i], active_logits_processors() if processing else []) for i in new]
             new_logits = batch.prefill(rows, prefix, _pad_id(tokenizer))

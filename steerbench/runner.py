@@ -68,6 +68,8 @@ def _hash(payload: dict[str, Any]) -> str:
 
 
 def fit_key(config: BenchmarkConfig, model: str, method: MethodSpec) -> str:
+    """Everything that determines a fitted artifact: also the rows read per batch, which in
+    bf16 move activations by a rounding step (and can swap a neuron at the top-k edge)."""
     return _hash(
         {
             "model": model,
@@ -77,8 +79,14 @@ def fit_key(config: BenchmarkConfig, model: str, method: MethodSpec) -> str:
             "discovery": config.discovery,
             "split_seed": config.split_seed,
             "prompt_format": config.prompt_format,
+            "batch_size": fit_batch_size(config),
         }
     )
+
+
+def fit_batch_size(config: BenchmarkConfig) -> int:
+    """Discovery reads prompts in batches of the generation's rows."""
+    return int(resolved_generation(config)["batch_size"])
 
 
 def cell_key(config: BenchmarkConfig, cell: Cell) -> str:
@@ -149,6 +157,13 @@ def evaluation_sets(config: BenchmarkConfig) -> dict[str, list[PromptRecord]]:
 def validation_sets(config: BenchmarkConfig) -> dict[str, list[PromptRecord]]:
     """Prompts that choose each method's strength (never reported as results)."""
     return {name: _records(config, name, spec) for name, spec in config.validation.items()}
+
+
+def cell_prompts(config: BenchmarkConfig) -> list[PromptRecord]:
+    """Every prompt one cell generates for (its evaluation sets, then its validation sets):
+    the generation workload ``steerbench bench`` times."""
+    sets = [*evaluation_sets(config).values(), *validation_sets(config).values()]
+    return [record for records in sets for record in records]
 
 
 def describe_plan(config: BenchmarkConfig, results: Path) -> str:
@@ -361,7 +376,7 @@ class Runner:
             lm.model,
             lm.tokenizer,
             fmt=PromptFormat(**self.config.prompt_format),
-            batch_size=int(self.config.generation.get("batch_size", 16)),
+            batch_size=fit_batch_size(self.config),
             model_name=lm.name,
             model_revision=lm.revision,
             progress=self.progress,

@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import torch
 from test_methods import NEGATIVE, POSITIVE
 
 from steerbench.bench import format_table, reference_hooks, run_bench
-from steerbench.config import MetricSpec
+from steerbench.config import MetricSpec, load_config
 from steerbench.generation import GenerationSettings, generate
 from steerbench.method import FitContext, get_method
 from steerbench.models import LoadedModel
@@ -54,8 +56,7 @@ def test_bench_reports_every_ratio(tiny_qwen):
         n_metric_items=4,
         n_answers=6,
         answer_tokens=5,
-        metrics=metrics,
-        config_batch_size=3,
+        config=replace(load_config("default"), metrics=metrics, generation={"batch_size": 3}),
     )
     assert set(figures["steering_overhead"]) == {"cna", "caa"}
     assert set(figures["tokens_per_second"]) == {

@@ -112,12 +112,14 @@ def _fed_shapes(model, tokenizer, settings) -> list[int]:
 def test_continuous_equals_static_and_one_at_a_time(early_eos):
     model, tokenizer = early_eos
 
-    def answers(prompts, batch_size, schedule="continuous"):
-        settings = GenerationSettings(max_new_tokens=12, batch_size=batch_size, schedule=schedule)
+    def answers(prompts, batch_size, schedule="continuous", refill_rows=None):
+        settings = GenerationSettings(
+            max_new_tokens=12, batch_size=batch_size, schedule=schedule, refill_rows=refill_rows
+        )
         return generate_tokens(model, tokenizer, prompts, settings, progress=False)
 
     continuous = answers(MANY, 3)
-    assert continuous == answers(MANY, 5, "static")
+    assert continuous == answers(MANY, 5, "static") == answers(MANY, 5, refill_rows=3)
     assert continuous == [answers([p], 1)[0] for p in MANY] == _alone(model, tokenizer, MANY)
     assert len({len(a) for a in continuous}) > 2  # answers really end at different steps
 
@@ -167,6 +169,34 @@ def test_each_row_gets_its_own_processors_and_generation_scoped_hooks(early_eos)
     continuous = answers("continuous", 4)  # rows of different prompt lengths
     assert continuous == answers("static", 1)
     assert continuous != plain
+
+
+@pytest.mark.parametrize("early_eos", ["qwen2"], indirect=True)
+def test_waiting_prompts_join_once_refill_rows_are_free(early_eos):
+    """After the first pass, a prompt pass carries at least refill_rows prompts, or every
+    prompt still waiting; with refill_rows=1 each free row is refilled at once."""
+    model, tokenizer = early_eos
+
+    def prompt_passes(refill_rows: int) -> list[int]:
+        settings = GenerationSettings(max_new_tokens=12, batch_size=3, refill_rows=refill_rows)
+        shapes = _fed_shapes(model, tokenizer, settings)
+        return [rows for rows, width in shapes if width > 1][2:]  # not prefix, first pass
+
+    eager, patient = prompt_passes(1), prompt_passes(3)
+    assert sum(eager) == sum(patient) == len(MANY) - 3
+    assert min(eager) == 1
+    waiting = len(MANY) - 3
+    for rows in patient:
+        assert rows >= min(3, waiting)
+        waiting -= rows
+    assert len(patient) < len(eager)
+
+
+def test_refill_rows_defaults_to_an_eighth_of_the_batch_and_is_checked():
+    assert GenerationSettings(batch_size=64).refill_rows == 8
+    assert GenerationSettings(batch_size=4).refill_rows == 1
+    with pytest.raises(SteerbenchError, match="refill_rows must be between 1 and batch_size"):
+        GenerationSettings(batch_size=4, refill_rows=5)
 
 
 def test_schedule_is_checked():

@@ -182,6 +182,27 @@ def test_bookkeeping_runs_once_per_run_and_a_failure_keeps_finished_cells(
     assert len(calls) == 1
 
 
+def test_keys_hold_what_determines_the_numbers(model_dir):
+    """Rows per batch change bf16 numbers, so they are in the cell key and the fit key; the
+    new-token budget changes answers, not fitted artifacts."""
+    from steerbench.runner import cell_key, fit_key
+
+    def keys(generation):
+        config = parse_config(tiny_config(model_dir, generation=generation), "tiny")
+        cell = next(c for c in plan(config) if c.method is not None)
+        return cell_key(config, cell), fit_key(config, cell.model, cell.method)
+
+    base = keys({"max_new_tokens": 4, "batch_size": 4})
+    rows, refill = (
+        keys({"max_new_tokens": 4, "batch_size": 8}),
+        keys({"max_new_tokens": 4, "batch_size": 4, "refill_rows": 2}),
+    )
+    budget = keys({"max_new_tokens": 5, "batch_size": 4})
+    assert rows[0] != base[0] and rows[1] != base[1]
+    assert refill[0] != base[0] and refill[1] == base[1]
+    assert budget[0] != base[0] and budget[1] == base[1]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -30,8 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         n_metric_items=args.n_metric_items,
         n_answers=args.n_answers,
         answer_tokens=args.answer_tokens,
-        metrics=config.metrics,
-        config_batch_size=int(config.generation.get("batch_size", args.batch_size)),
+        config=config,
     )
     print(format_table(figures))
     if args.json:
@@ -63,16 +62,16 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n-answers",
         type=int,
-        default=40,
-        help="prompts (half harmful, half benign) answered to their end, static vs "
-        "continuous batching",
+        help="prompts answered to their end, static vs continuous batching (default: all "
+        "of one cell of --config, 140 on the default; fewer: evenly spaced among them)",
     )
     p.add_argument("--answer-tokens", type=int, default=64, help="their new-token budget")
     p.add_argument(
         "--config",
         default="default",
-        help="config whose model-reading metrics are timed and whose batch size continuous "
-        "batching also runs with (built-in name or YAML; default: default)",
+        help="config whose model-reading metrics are timed, whose generation settings "
+        "continuous batching also runs with, and one of whose cells' prompts are answered "
+        "(built-in name or YAML; default: default)",
     )
     add_model_options(p)
     p.set_defaults(handler=cmd_bench)
