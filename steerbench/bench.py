@@ -7,10 +7,10 @@
   folding itself buys), and the paper's reference style (one prompt at a time, steering by
   a pre-hook that clones the activation and multiplies the neurons);
 - real answers, each to its end, on one cell's prompts of the config (the default's: 60
-  harmful, mostly refused early, 40 benign and 40 XSTest prompts, answered in full): answer
-  tokens/s of continuous batching against static batches, and how many greedy answers the
-  two schedules disagree on (bf16 only);
-- every model-reading metric of the default config (MMLU, the StrongREJECT judge,
+  harmful, mostly refused early, 40 benign and 40 XSTest prompts, mostly answered in
+  full): answer tokens/s of continuous batching against static batches, and how many
+  greedy answers the two schedules disagree on (bf16 only);
+- every model-reading metric of the config (the default's: MMLU, the StrongREJECT judge,
   kl-benign): items/s, and seconds per item in units of one plain forward pass per prompt;
 - peak RSS against the weights' size (and peak GPU memory), and achieved FLOP/s against a
   measured matmul FLOP/s.
