@@ -172,24 +172,21 @@ def cell_prompts(config: BenchmarkConfig) -> list[PromptRecord]:
 def describe_plan(config: BenchmarkConfig, results: Path) -> str:
     """The grid and a cost estimate, for ``--dry-run``."""
     cells = plan(config)
-    sets = evaluation_sets(config)
-    n_prompts = sum(len(v) for v in sets.values())
-    max_new = int(config.generation.get("max_new_tokens", 64))
+    sets, validation = evaluation_sets(config), validation_sets(config)
+    max_new = int(resolved_generation(config)["max_new_tokens"])
     lines = [f"benchmark {config.name!r}: {len(cells)} cells -> {results}"]
+    todo = [c for c in cells if not is_finished(results, cell_key(config, c))]
     for cell in cells:
-        state = "done" if is_finished(results, cell_key(config, cell)) else "todo"
-        lines.append(f"  [{state}] {cell.label}")
+        lines.append(f"  [{'todo' if cell in todo else 'done'}] {cell.label}")
     lines.append("evaluation sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
-    if config.validation:
+    if validation:
         lines.append(
             "validation sets (choose strengths): "
-            + ", ".join(f"{k} ({len(v)})" for k, v in validation_sets(config).items())
+            + ", ".join(f"{k} ({len(v)})" for k, v in validation.items())
         )
     lines.append(f"metrics: {', '.join(m.name for m in config.metrics)}")
-    todo = [c for c in cells if not is_finished(results, cell_key(config, c))]
+    n_prompts = sum(len(v) for v in [*sets.values(), *validation.values()])  # cell_prompts
     tokens = len(todo) * n_prompts * max_new
-    n_validation = sum(len(v) for v in validation_sets(config).values())
-    tokens += len(todo) * n_validation * max_new
     lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
     for model in config.models:
         if model in THROUGHPUT_HINT:
