@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from steerbench.errors import SteerbenchError
-from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
+from steerbench.metric import METRICS, Metric, MetricResult, Record
 
 
 @METRICS.register("lm-eval")
@@ -45,11 +45,8 @@ class HarnessTasks(Metric):
         if active_instructions() or active_logits_processors():
             # lm-eval builds its own prompts and decoding: a prompt- or decoding-level
             # method would not be applied, so report nothing rather than the unsteered model
-            return make_result(
-                self.name,
+            return self.result(
                 [],
-                seed=self.config.seed,
-                kind=self.kind,
                 skipped="the method acts on the prompt or decoding, which lm-eval builds itself",
             )
 
@@ -68,4 +65,4 @@ class HarnessTasks(Metric):
             scores = [float(s[self.config.metric]) for s in samples]
             per_task[task] = {"value": sum(scores) / len(scores), "n": len(scores)}
             values += scores
-        return make_result(self.name, values, seed=self.config.seed, kind=self.kind, tasks=per_task)
+        return self.result(values, tasks=per_task)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from steerbench.errors import SteerbenchError
-from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
+from steerbench.metric import METRICS, Metric, MetricResult, Record
 
 
 def answer_log_probs(
@@ -104,4 +104,4 @@ class BenignKL(Metric):
             for i, ref, ste in zip(batch, reference, steered):
                 kl = (ste.exp() * (ste - ref)).sum(dim=-1).clamp_min(0).mean()
                 values[i] = float(kl)
-        return make_result(self.name, values, seed=self.config.seed, kind=self.kind)
+        return self.result(values)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from steerbench.data import load_mmlu
 from steerbench.errors import SteerbenchError
-from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
+from steerbench.metric import METRICS, Metric, MetricResult, Record
 from steerbench.prompts import PromptFormat, encoded_batches, n_batches
 
 LETTERS = ("A", "B", "C", "D")
@@ -120,16 +120,13 @@ class MMLU(Metric):
         prompts = [render_question(q) for q in questions]
         predictions = predict(lm.model, lm.tokenizer, prompts, self.config.batch_size)
         values = [float(p == q["answer"]) for p, q in zip(predictions, questions)]
-        result = make_result(
-            self.name,
+        result = self.result(
             values,
-            seed=self.config.seed,
-            kind=self.kind,
             chance=0.25,
             n_subjects=len({q["subject"] for q in questions}),
         )
         result.extra["items"] = [
-            {"id": q["id"], "answer": q["answer"], "predicted": p}
+            {"id": q["id"], "subject": q["subject"], "answer": q["answer"], "predicted": p}
             for q, p in zip(questions, predictions)
         ]
         return result

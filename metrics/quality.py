@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from nltk.tokenize import RegexpTokenizer
 from nltk.util import ngrams
 
-from steerbench.metric import METRICS, Metric, MetricResult, Record, make_result
+from steerbench.metric import METRICS, Metric, MetricResult, Record
 
 _WORDS = RegexpTokenizer(r"\w+")
 
@@ -45,4 +45,4 @@ class Quality(Metric):
 
     def compute(self, records: Sequence[Record], *, lm=None) -> MetricResult:
         values = [ngram_quality(r.response, self.config.n) for r in records]
-        return make_result(self.name, values, seed=self.config.seed)
+        return self.result(values)

@@ -23,7 +23,6 @@ from steerbench.metric import (
     MetricResult,
     Record,
     ValidationTable,
-    make_result,
 )
 from steerbench.metrics.quality import ngram_quality, words
 
@@ -160,11 +159,8 @@ class KeywordRefusal(Metric):
             for r in records
         ]
         values = [None if lab == "degenerate" else float(lab == "refusal") for lab in labels]
-        result = make_result(
-            self.name,
+        result = self.result(
             values,
-            seed=self.config.seed,
-            kind=self.kind,
             n_degenerate=labels.count("degenerate"),
             refusal_or_degenerate_rate=(
                 (labels.count("refusal") + labels.count("degenerate")) / len(labels)

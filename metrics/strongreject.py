@@ -51,7 +51,6 @@ from steerbench.metric import (
     MetricResult,
     Record,
     ValidationTable,
-    make_result,
 )
 
 log = logging.getLogger(__name__)
@@ -470,10 +469,8 @@ class StrongReject(Metric):
                     cache.put(keys[i], answer)
         judgements = [parse_judgement(t) if i in chosen else None for i, t in enumerate(texts)]
         values = [rubric_score(j) for j in judgements]
-        return make_result(
-            self.name,
+        return self.result(
             values,
-            seed=self.config.seed,
             judge=judge.name,
             n_judged=len(chosen),
             n_unparsable=sum(1 for i in chosen if judgements[i] is None),
@@ -507,10 +504,8 @@ class StrongReject(Metric):
             for i, probabilities in zip(todo, grades):
                 values[i] = grade_score(probabilities)
                 cache.put(keys[i], json.dumps(probabilities))
-        return make_result(
-            self.name,
+        return self.result(
             values,
-            seed=self.config.seed,
             judge=judge.name,
             mode="logprob",
             n_judged=len(todo),

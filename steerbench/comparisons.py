@@ -1,10 +1,20 @@
 """Paired comparisons between cells: is a difference between two methods real?
 
 Every pair of cells of a model (the unsteered model included) is compared on the prompts
-both answered, per evaluation set and per-item metric: the mean paired difference with a
-seeded 95 % paired-bootstrap interval, and a test: McNemar's exact test for 0/1 outcomes
-(the binomial test on the discordant pairs) and the Wilcoxon signed-rank test otherwise.
-Only the evaluation split is compared (validation prompts chose the strengths).
+both answered, per evaluation set and per-item metric, with a test and a 95 % interval of
+the mean paired difference that always agree (the interval excludes 0 exactly when the
+test rejects at 5 %):
+
+- 0/1 outcomes: McNemar's score test (asymptotic, no continuity correction) and Tango's
+  score interval for a difference of paired proportions, which inverts that same test.
+  Fagerland, Lydersen & Laake (2013, 2014) recommend both: the exact conditional McNemar
+  test is conservative at these n (a percentile bootstrap of 0/1 differences is too narrow).
+- anything else: the paired t-test and its t interval (scipy's ``ttest_rel``), the same
+  statistic for both.
+
+Only the evaluation split is compared (validation prompts chose the strengths). Ranks are
+built on these tests in ``steerbench.ranking``, and what difference they can detect at all
+in ``steerbench.power``.
 """
 
 from __future__ import annotations
@@ -15,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from steerbench.metric import BOOTSTRAP_SAMPLES
 
 IDENTITY_COLUMNS = {
     "schema_version",
@@ -32,6 +40,8 @@ IDENTITY_COLUMNS = {
     "response",
 }
 ALPHA = 0.05
+Z = 1.959963984540054
+"""The two-sided 95 % normal quantile."""
 
 
 def _numeric(column: pd.Series) -> bool:
@@ -42,36 +52,107 @@ def _numeric(column: pd.Series) -> bool:
     )
 
 
+def discordant(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(items where only ``a`` is 1, items where only ``b`` is 1)."""
+    return int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+
+
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided exact McNemar p-value for paired 0/1 outcomes (1.0 with no discordance)."""
+    """Two-sided exact conditional McNemar p-value (1.0 with no discordance); reported for
+    reference, the ranks use the score test that Tango's interval inverts."""
     from scipy.stats import binomtest
 
-    only_a = int(((a == 1) & (b == 0)).sum())
-    only_b = int(((a == 0) & (b == 1)).sum())
+    only_a, only_b = discordant(a, b)
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import wilcoxon as signed_rank
+def mcnemar_score(only_a: int, only_b: int) -> float:
+    """Two-sided p-value of McNemar's score test, z = (b - c) / sqrt(b + c)."""
+    from scipy.stats import norm
 
-    if np.all(a == b):
+    if only_a + only_b == 0:
         return 1.0
-    return float(signed_rank(a, b).pvalue)
+    z = (only_a - only_b) / math.sqrt(only_a + only_b)
+    return float(2 * norm.sf(abs(z)))
 
 
-def paired_bootstrap(
-    differences: np.ndarray, *, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES
-) -> tuple[float, float]:
-    """95 % percentile interval of the mean paired difference, resampling prompts."""
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, differences.size, (samples, differences.size))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
+def _tango_statistic(delta: float, only_a: int, only_b: int, n: int) -> float:
+    """Tango's (1998) score statistic for H0: p_a - p_b = delta (its restricted ML estimate
+    of the discordant cell in closed form); at delta = 0 it is McNemar's z."""
+    a, b = 2.0 * n, -only_a - only_b + (2.0 * n - only_a + only_b) * delta
+    c = -only_b * delta * (1.0 - delta)
+    q = (math.sqrt(max(b * b - 4.0 * a * c, 0.0)) - b) / (2.0 * a)
+    variance = n * (2.0 * q + delta * (1.0 - delta))
+    numerator = only_a - only_b - n * delta
+    if variance <= 0.0:
+        return 0.0 if numerator == 0 else math.copysign(math.inf, numerator)
+    return numerator / math.sqrt(variance)
+
+
+def tango_interval(only_a: int, only_b: int, n: int, *, z: float = Z) -> tuple[float, float]:
+    """Tango's score interval of p_a - p_b from the discordant counts of ``n`` pairs: every
+    delta that the score test does not reject. It is never a point (0 discordant pairs of
+    40 give about [-0.088, 0.088]) and excludes 0 exactly when ``mcnemar_score`` < 5 %."""
+    from scipy.optimize import brentq
+
+    if n == 0:
+        return math.nan, math.nan
+    estimate = (only_a - only_b) / n
+    edge = 1.0 - 1e-12
+
+    def lower(d: float) -> float:
+        return _tango_statistic(d, only_a, only_b, n) - z
+
+    def upper(d: float) -> float:
+        return _tango_statistic(d, only_a, only_b, n) + z
+
+    low = -1.0 if lower(-edge) <= 0 else brentq(lower, -edge, estimate, xtol=1e-10)
+    high = 1.0 if upper(edge) >= 0 else brentq(upper, estimate, edge, xtol=1e-10)
     return float(low), float(high)
 
 
-def compare_cells(generations: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+def paired_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(p-value, interval low, interval high) of the paired t-test of mean(x - y)."""
+    from scipy.stats import ttest_rel
+
+    differences = x - y
+    if np.all(differences == differences[0]):  # no spread: nothing to estimate it from
+        d = float(differences[0])
+        return (1.0 if d == 0 else 0.0), d, d
+    result = ttest_rel(x, y)
+    interval = result.confidence_interval(1 - ALPHA)
+    return float(result.pvalue), float(interval.low), float(interval.high)
+
+
+def compare_pair(x: np.ndarray, y: np.ndarray, binary: bool) -> dict:
+    """The test and interval of one pair of paired per-item values (see the module)."""
+    if binary:
+        only_a, only_b = discordant(x, y)
+        low, high = tango_interval(only_a, only_b, len(x))
+        return {
+            "test": "mcnemar-score",
+            "p_value": mcnemar_score(only_a, only_b),
+            "p_exact": mcnemar_exact(x, y),
+            "ci_low": low,
+            "ci_high": high,
+            "discordant": only_a + only_b,
+            "sd_difference": float(np.std(x - y, ddof=1)) if len(x) > 1 else math.nan,
+        }
+    p_value, low, high = paired_t(x, y)
+    return {
+        "test": "paired-t",
+        "p_value": p_value,
+        "p_exact": math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "discordant": int((x != y).sum()),
+        "sd_difference": float(np.std(x - y, ddof=1)) if len(x) > 1 else math.nan,
+    }
+
+
+def compare_cells(generations: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, evaluation set, metric, pair of cells); see the module docstring."""
     frame = generations
     if "split" in frame.columns:
@@ -95,7 +176,6 @@ def compare_cells(generations: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
                 if both.empty:
                     continue
                 x, y = both[a.cell_key].to_numpy(), both[b.cell_key].to_numpy()
-                low, high = paired_bootstrap(x - y, seed=seed)
                 rows.append(
                     {
                         "model": model,
@@ -111,16 +191,13 @@ def compare_cells(generations: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
                         "mean_a": float(x.mean()),
                         "mean_b": float(y.mean()),
                         "difference": float((x - y).mean()),
-                        "ci_low": low,
-                        "ci_high": high,
-                        "test": "mcnemar-exact" if binary else "wilcoxon",
-                        "p_value": mcnemar_exact(x, y) if binary else wilcoxon(x, y),
+                        **compare_pair(x, y, binary),
                     }
                 )
     return pd.DataFrame(rows)
 
 
-def write_comparisons(results: Path, *, seed: int = 0) -> Path | None:
+def write_comparisons(results: Path) -> Path | None:
     """``comparisons.parquet`` from the results directory's generations (atomically)."""
     import io
 
@@ -129,28 +206,25 @@ def write_comparisons(results: Path, *, seed: int = 0) -> Path | None:
     path = results / "generations.parquet"
     if not path.is_file():
         return None
-    table = compare_cells(pd.read_parquet(path), seed=seed)
+    table = compare_cells(pd.read_parquet(path))
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
     atomic_write_bytes(results / "comparisons.parquet", buffer.getvalue())
     return results / "comparisons.parquet"
 
 
-def indistinguishable(
-    comparisons: pd.DataFrame, metric: str, eval_set: str, cell_a: str, cell_b: str
-) -> bool | None:
-    """Whether two cells' paired difference on ``metric`` is not significant at 5 % (None:
-    not compared, e.g. results submitted without generations)."""
+def pair(comparisons: pd.DataFrame | None, metric: str, eval_set: str, cell_a: str, cell_b: str):
+    """The comparison of two cells on ``metric`` oriented as a - b (a dict), or None when
+    they were not compared (e.g. results submitted without generations)."""
     if comparisons is None or comparisons.empty:
         return None
-    hit = comparisons[
-        (comparisons["metric"] == metric)
-        & (comparisons["eval_set"] == eval_set)
-        & (
-            ((comparisons["cell_a"] == cell_a) & (comparisons["cell_b"] == cell_b))
-            | ((comparisons["cell_a"] == cell_b) & (comparisons["cell_b"] == cell_a))
-        )
-    ]
-    if hit.empty or math.isnan(hit.iloc[0]["p_value"]):
-        return None
-    return bool(hit.iloc[0]["p_value"] >= ALPHA)
+    same = (comparisons["metric"] == metric) & (comparisons["eval_set"] == eval_set)
+    forward = same & (comparisons["cell_a"] == cell_a) & (comparisons["cell_b"] == cell_b)
+    backward = same & (comparisons["cell_a"] == cell_b) & (comparisons["cell_b"] == cell_a)
+    if forward.any():
+        return comparisons[forward].iloc[0].to_dict()
+    if backward.any():
+        row = comparisons[backward].iloc[0].to_dict()
+        low, high = row["ci_low"], row["ci_high"]
+        return {**row, "difference": -row["difference"], "ci_low": -high, "ci_high": -low}
+    return None

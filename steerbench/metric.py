@@ -4,7 +4,10 @@ Every method is judged by the same metrics, computed the same way. A metric take
 of (prompt, response) records (and, where it needs one, the possibly-steered model) and
 returns one value per item plus an aggregate with a 95 % interval: a Wilson score interval
 for rates of binary outcomes (it never collapses to a point at 0/n or n/n, where a bootstrap
-does), a seeded bootstrap for means of anything else. A value of
+does); for means of values bounded in [a, b] the same score interval with the largest
+variance a mean-mu variable in [a, b] can have, (mu - a)(b - mu) (the Bhatia-Davis bound),
+so that it too never collapses (40 equal values cannot rule out rare failures); a seeded
+bootstrap for means of unbounded values. A value of
 ``None`` means "could not be scored" (a malformed judge answer, a degenerate response):
 it is counted and reported, never guessed.
 """
@@ -98,21 +101,53 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     return float(interval.low), float(interval.high)
 
 
+def bounded_mean_interval(
+    values: Sequence[float], bounds: tuple[float, float], *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Score interval of the mean of values in ``bounds`` = [a, b]: Wilson's interval of the
+    mean rescaled to [0, 1] (statsmodels), whose variance mu (1 - mu) is the largest any
+    [0, 1] variable of mean mu has (Bhatia-Davis), so the interval is conservative, agrees
+    with Wilson's on 0/1 data and is never a point, even when every value is equal."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    data = np.asarray(values, dtype=np.float64)
+    low, high = bounds
+    if data.size == 0:
+        return math.nan, math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ValueError(f"bounded_mean_interval needs finite bounds a < b, got {bounds!r}")
+    share = float(np.clip((data.mean() - low) / (high - low), 0.0, 1.0))
+    lo, hi = proportion_confint(share * data.size, data.size, 1 - confidence, method="wilson")
+    lo, hi = min(float(lo), share), max(float(hi), share)  # rounding at 0/n and n/n
+    return low + lo * (high - low), low + hi * (high - low)
+
+
 AGGREGATE_KINDS = ("rate", "mean")
 """``rate``: per-item values are 0/1 outcomes (Wilson interval); ``mean``: anything else
-(bootstrap interval)."""
+(the bounded-mean score interval when the metric's ``value_range`` is finite, else a
+bootstrap)."""
 
 
 def make_result(
-    metric: str, values: list[float | None], *, seed: int = 0, kind: str = "mean", **extra: Any
+    metric: str,
+    values: list[float | None],
+    *,
+    seed: int = 0,
+    kind: str = "mean",
+    bounds: tuple[float, float] | None = None,
+    **extra: Any,
 ) -> MetricResult:
-    """Aggregate per-item values (``None``: not scored) into the mean and its 95 % interval."""
+    """Aggregate per-item values (``None``: not scored) into the mean and its 95 % interval
+    (``bounds``: the metric's ``value_range``; finite bounds give means a score interval)."""
     scored = [v for v in values if v is not None]
     aggregate = float(np.mean(scored)) if scored else math.nan
+    bounded = bounds is not None and all(math.isfinite(b) for b in bounds)
     if kind == "rate":
         if any(v not in (0, 1) for v in scored):
             raise ValueError(f"metric {metric!r} declares a rate but has non-binary values")
         low, high = wilson_interval(int(sum(scored)), len(scored))
+    elif kind == "mean" and bounded:
+        low, high = bounded_mean_interval(scored, bounds)
     elif kind == "mean":
         low, high = bootstrap_ci(scored, seed=seed)
     else:
@@ -164,6 +199,18 @@ class Metric(ABC):
         if cls.measures_steered_model:
             return {}
         return dict(cls.item_columns) if cls.item_columns is not None else {cls.name: "float"}
+
+    def result(self, values: list[float | None], **extra: Any) -> MetricResult:
+        """``values`` aggregated as this metric declares them (its ``kind`` and
+        ``value_range`` choose the interval; see ``make_result``)."""
+        return make_result(
+            self.name,
+            values,
+            seed=getattr(self.config, "seed", 0),
+            kind=self.kind,
+            bounds=self.value_range,
+            **extra,
+        )
 
     def uses_model(self) -> bool:
         """Whether this configuration needs a loaded model (a remote judge does not)."""
