@@ -23,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from steerbench.errors import SteerbenchError
-from steerbench.io import atomic_write_bytes, save_figure
+from steerbench.io import atomic_write_bytes, atomic_write_text, save_figure
 from steerbench.markdown import md_cell
+from steerbench.power import power_statement
 from steerbench.results import validate_results_file
 
 log = logging.getLogger(__name__)
@@ -258,12 +259,14 @@ def rank_task(
     comparisons: pd.DataFrame | None,
 ) -> tuple[pd.DataFrame, str]:
     """One model's ranking for a task: each method at its selected strength (the unsteered
-    model and control methods always shown, marked as references), ranked by the primary
-    metric on the evaluation split. A method whose paired difference from the one above is
-    not significant (McNemar's exact test, 5 %) shares its rank and is marked "≈" ("?":
-    no paired test, e.g. submitted results without generations). Methods with no strength
-    meeting the constraints follow, unranked."""
-    from steerbench.comparisons import indistinguishable
+    model and control methods always shown, marked as references), ranked on the primary
+    metric of the evaluation split by ``steerbench.ranking`` (every pair tested, Holm
+    correction, rank = 1 + the number of methods significantly better). Each row carries
+    its paired difference from the unsteered model (``delta``, its 95 % interval and the
+    Holm-corrected p); "?" marks a method with a pair that has no paired test (results
+    submitted without generations). Methods with no strength meeting the constraints
+    follow, unranked."""
+    from steerbench.ranking import rank_cells
 
     baseline = table[table["is_baseline"]]
     baseline = baseline.iloc[0] if not baseline.empty else {}
@@ -282,24 +285,63 @@ def rank_task(
     sign = 1 if task.goal == "minimize" else -1
     out = out.assign(_key=sign * pd.to_numeric(out.get(task.metric), errors="coerce"))
     out = out.sort_values("_key", na_position="last", kind="stable").drop(columns="_key")
-    ranks, marks, rank, previous = [], [], 0, None
-    for position, (_, row) in enumerate(out.iterrows(), start=1):
-        tie = (
-            None
-            if previous is None
-            else indistinguishable(comparisons, task.metric, target, previous, row["cell_key"])
-        )
-        rank = rank if tie else position
-        ranks.append(rank)
-        marks.append("" if previous is None or tie is False else "≈" if tie else "?")
-        previous = row["cell_key"]
-    out = out.assign(rank=ranks, tie=marks)
+    keys = list(out["cell_key"]) if "cell_key" in out else []
+    ranking = rank_cells(keys, comparisons, task.metric, target, minimize=task.goal == "minimize")
+    reference = baseline.get("cell_key") if len(baseline) else None
+    versus = [
+        ranking.versus(key, reference) if reference and key != reference else None for key in keys
+    ]
+    out = out.assign(
+        rank=[ranking.ranks[k] for k in keys],
+        tie=["?" if k in ranking.untested else "" for k in keys],
+        delta=[v.difference if v else None for v in versus],
+        delta_ci_low=[v.ci_low if v else None for v in versus],
+        delta_ci_high=[v.ci_high if v else None for v in versus],
+        delta_p_holm=[v.p_holm if v else None for v in versus],
+        delta_significant=[v.significant if v else None for v in versus],
+    )
     if failing:
         rest = pd.DataFrame(failing).assign(rank="–", tie="", failed=True)
         out = pd.concat([out.assign(failed=False), rest], ignore_index=True)
     else:
         out = out.assign(failed=False)
     return out.astype(object).where(out.notna(), None), split
+
+
+RANK_RULE = (
+    "Ranks: every pair of ranked methods is compared on the same evaluation prompts "
+    "(McNemar's score test for 0/1 outcomes, the paired t-test for means), the p-values of "
+    "the task's pairs are corrected together (Holm), and a method's rank is 1 + the number "
+    "of methods significantly better than it (never above one that is): methods share a "
+    "rank only if no corrected test separates them. Δ vs unsteered: the paired difference "
+    "with its 95 % interval (Tango's score interval for 0/1 outcomes, t otherwise; "
+    "uncorrected) and its Holm-corrected p (* below 5 %)."
+)
+"""The rule the rankings use, stated in the leaderboard's text."""
+
+INTERVALS = (
+    "Wilson for rates, a Wilson-type score interval for means of bounded values, "
+    "bootstrap for unbounded means"
+)
+
+
+def chosen_text(split: str) -> str:
+    """Where a task's strengths were chosen, said plainly when it was not on validation."""
+    if split == "validation":
+        return "Strengths chosen on the validation split."
+    return (
+        "**No validation split in this run: strengths were chosen on the evaluation prompts "
+        "themselves, so the numbers shown are optimistic.**"
+    )
+
+
+def _sizes(evaluation: pd.DataFrame, reference: str | None) -> dict[tuple[str, str], int]:
+    """(eval_set, metric) -> how many items the unsteered cell scored."""
+    rows = evaluation[evaluation["cell_key"] == reference]
+    return {
+        (r.eval_set, r.metric): int(r.n - (r.n_missing if not pd.isna(r.n_missing) else 0))
+        for r in rows.itertuples()
+    }
 
 
 def _fmt(value, digits: int = 2, signed: bool = False) -> str:
@@ -319,21 +361,45 @@ def strength_text(row) -> str:
     return f"{row['strength']:g}"
 
 
-def _markdown_rows(rows: pd.DataFrame, shown: list[Column], *, rank: bool = False) -> list[str]:
+def delta_text(row) -> str:
+    """A ranked row's paired difference from the unsteered model: "d [low, high]"."""
+    if row.get("delta") is None:
+        return "–"
+    low, high = row.get("delta_ci_low"), row.get("delta_ci_high")
+    return f"{_fmt(row['delta'], 2, True)} [{_fmt(low, 2, True)}, {_fmt(high, 2, True)}]"
+
+
+def p_text(row) -> str:
+    """The Holm-corrected p of a row's difference from the unsteered model, "*" if < 5 %."""
+    p = row.get("delta_p_holm")
+    if p is None:
+        return "–"
+    return ("< 0.001" if p < 0.001 else f"{p:.3f}") + (" *" if row.get("delta_significant") else "")
+
+
+def _markdown_rows(
+    rows: pd.DataFrame, shown: list[Column], *, rank: bool = False, primary: str = ""
+) -> list[str]:
+    """Table rows; a ranking (``rank``) also shows each method's paired difference from
+    the unsteered model on the ``primary`` metric and its Holm-corrected p."""
     head = ["rank"] if rank else []
-    head += ["method", "strength"] + [
-        f"{c.header} [95% CI]" if c.interval else c.header for c in shown
-    ]
+    head += ["method", "strength"]
+    if rank:
+        head += [f"Δ {primary} vs unsteered [95% CI]", "p (Holm)"]
+    head += [f"{c.header} [95% CI]" if c.interval else c.header for c in shown]
     lines = ["| " + " | ".join(md_cell(h) for h in head) + " |"]
     lines.append("|" + "|".join("---" if h == "method" else "---:" for h in head) + "|")
     for _, r in rows.iterrows():
         cells = [f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"] if rank else []
         name = md_cell(r["method"]) + (" *(reference)*" if r.get("reference") else "")
         if r.get("failed"):
-            cells += [name, NO_STRENGTH] + ["" for _ in shown]
+            blanks = len(shown) + (2 if rank else 0)
+            cells += [name, NO_STRENGTH] + ["" for _ in range(blanks)]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         cells += [name, strength_text(r)]
+        if rank:
+            cells += [delta_text(r), p_text(r)]
         for c in shown:
             text = _fmt(r.get(c.key), c.digits, c.signed)
             if c.interval:
@@ -446,14 +512,14 @@ def examples(
 def tasks_for(sources: list[Path]) -> list:
     """The tasks of the first results directory whose resolved config declares them, else
     the shipped default config's (submitted files carry no config)."""
-    import yaml
-
-    from steerbench.config import default_tasks_document, parse_tasks
+    from steerbench.config import default_tasks_document, load_yaml, parse_tasks
 
     for source in sources:
         path = source / "config.resolved.yaml" if source.is_dir() else None
         if path is not None and path.is_file():
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            document = load_yaml(path) or {}
+            if not isinstance(document, dict):
+                raise SteerbenchError(f"{path} is not a config document; rerun the run")
             if document.get("tasks"):
                 return parse_tasks(document["tasks"])
     return parse_tasks(default_tasks_document())
@@ -507,8 +573,6 @@ README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -
 def update_readme(readme: Path, section: list[str]) -> None:
     """Replace what lies between the leaderboard markers of a project README with
     ``section`` (generated tables, never edited by hand), atomically."""
-    from steerbench.io import atomic_write_text
-
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
         raise SteerbenchError(
@@ -548,8 +612,26 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         rows = table[table["model"] == model]
         for task in tasks:
             ranking, chosen_on = rank_task(rows, task, roles, target, comparisons)
+            ranked = ranking[~ranking["failed"].astype(bool)]
+            reference = rows.loc[rows["is_baseline"].astype(bool), "cell_key"]
+            reference = reference.iloc[0] if not reference.empty else None
+            power = power_statement(
+                comparisons,
+                task,
+                roles,
+                target,
+                reference,
+                list(ranked["cell_key"]),
+                _sizes(evaluation, reference),
+            )
             sections.append(
-                {"model": model, "task": task, "ranking": ranking, "chosen_on": chosen_on}
+                {
+                    "model": model,
+                    "task": task,
+                    "ranking": ranking,
+                    "chosen_on": chosen_text(chosen_on),
+                    "power": power,
+                }
             )
             for _, r in ranking.iterrows():
                 mark = "–" if r["failed"] else f"{r['rank']}{' ' + r['tie'] if r['tie'] else ''}"
@@ -561,12 +643,10 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         "Generated by `steerbench leaderboard build`; do not edit by hand. Every number is "
         f"measured on the evaluation split. Refusal ({target}) is the keyword refusal rate "
         "on held-out harmful prompts (degenerate outputs counted separately) with its 95 % "
-        "interval (Wilson for rates, bootstrap for means); the other sets are over-refusal "
-        "checks; Δ is against the unsteered model. Each task ranks every method at the "
-        "strength with the best primary metric on the validation split (disjoint prompts) "
-        "among those meeting the task's constraints; ≈ marks a method whose paired "
-        "difference from the one above is not significant (McNemar's exact test, 5 %), so "
-        "the two share a rank. *(reference)*: the unsteered model and control methods.",
+        f"interval ({INTERVALS}); the other sets are over-refusal checks; Δ is against the "
+        "unsteered model. Each task ranks every method at the strength with the best primary "
+        "metric on the validation split (disjoint prompts) among those meeting the task's "
+        f"constraints. {RANK_RULE} *(reference)*: the unsteered model and control methods.",
         "",
         "## Summary: rank per model and task",
         "",
@@ -589,11 +669,12 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
             lines += [
                 f"### {md_cell(task.name)}: {task.goal} {md_cell(task.metric)} ({target})",
                 "",
-                f"{md_cell(description)}. Constraints: {md_cell(limits)}. Strengths "
-                f"chosen on {section['chosen_on']}.",
+                f"{md_cell(description)}. Constraints: {md_cell(limits)}. {section['chosen_on']}",
                 "",
             ]
-            table_lines = _markdown_rows(section["ranking"], shown, rank=True)
+            if section["power"]:
+                lines += [md_cell(section["power"]), ""]
+            table_lines = _markdown_rows(section["ranking"], shown, rank=True, primary=task.metric)
             lines += table_lines + [""]
             if model == models[0]:
                 headline += [f"**{md_cell(task.name)}** ({md_cell(model)}):", "", *table_lines, ""]
@@ -603,7 +684,7 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         )
         slug = plots[models.index(model)]
         lines += ["", f"![refusal vs quality and MMLU]({slug}.svg)", ""]
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
 
     env = Environment(
         loader=PackageLoader("steerbench", "templates"), autoescape=select_autoescape(["html"])
@@ -630,11 +711,15 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         plots=dict(zip(models, plots)),
         examples=examples(generations, target, dict(zip(table["cell_key"], table["model"]))),
         fmt=_fmt,
+        delta=delta_text,
+        p_text=p_text,
+        rank_rule=RANK_RULE,
+        intervals=INTERVALS,
         describe=_describe,
         strength=strength_text,
         no_strength=NO_STRENGTH,
     )
-    (out / "index.html").write_text(html)
+    atomic_write_text(out / "index.html", html)
     if readme is not None:
         update_readme(readme, headline[:-1])
     return out
@@ -652,6 +737,57 @@ def _describe(constraint) -> str:
         if bound is not None:
             parts.append(text.format(bound))
     return f"{constraint.metric}{where[constraint.role]} " + " and ".join(parts)
+
+
+PUBLISHED_FILES = (
+    "results.parquet",
+    "generations.parquet",
+    "comparisons.parquet",
+    "config.resolved.yaml",
+    "splits.json",
+)
+"""What ``publish`` copies of a results directory: everything the tables are built from."""
+
+
+def published_sources(leaderboard: Path) -> list[Path]:
+    """The results directories published into ``<leaderboard>/results/`` (one folder per
+    run; submitted files lie beside them as ``<hash>.parquet``)."""
+    folder = leaderboard / "results"
+    return sorted(p for p in folder.glob("*") if (p / "results.parquet").is_file())
+
+
+def publish(results: Path, leaderboard: Path, name: str | None = None) -> Path:
+    """Copy a results directory's tables into ``<leaderboard>/results/<name>/`` (default:
+    the directory's name), so the published leaderboard is rebuilt from data in the repo;
+    ``comparisons.parquet`` is recomputed from the generations with this release's tests."""
+    import io
+
+    from steerbench.comparisons import compare_cells
+
+    if not (results / "results.parquet").is_file():
+        raise SteerbenchError(f"no results.parquet in {results}; run `steerbench run` first")
+    if not (results / "generations.parquet").is_file():
+        raise SteerbenchError(
+            f"no generations.parquet in {results}: the published tables need the per-item "
+            f"results for their paired tests; rerun `steerbench run --results {results}`"
+        )
+    validate_results_file(results / "results.parquet")
+    name = name or results.resolve().name
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise SteerbenchError(f"cannot publish under the name {name!r}; pass --name NAME")
+    target = leaderboard / "results" / name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in PUBLISHED_FILES:
+        source = results / file
+        if file == "comparisons.parquet":
+            buffer = io.BytesIO()
+            compare_cells(pd.read_parquet(results / "generations.parquet")).to_parquet(
+                buffer, index=False
+            )
+            atomic_write_bytes(target / file, buffer.getvalue())
+        elif source.is_file():
+            atomic_write_bytes(target / file, source.read_bytes())
+    return target
 
 
 def submit(path: Path, leaderboard: Path) -> Path:

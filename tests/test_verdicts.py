@@ -12,11 +12,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steerbench.comparisons import compare_cells, mcnemar_exact
+from steerbench.comparisons import (
+    compare_cells,
+    mcnemar_exact,
+    mcnemar_score,
+    tango_interval,
+)
 from steerbench.config import default_tasks_document, parse_tasks
 from steerbench.errors import SteerbenchError
 from steerbench.leaderboard import rank_task, select_strength
-from steerbench.metric import Record, get_metric, make_result, wilson_interval
+from steerbench.metric import (
+    Record,
+    bounded_mean_interval,
+    get_metric,
+    make_result,
+    wilson_interval,
+)
+from steerbench.power import mdd_paired_means, mdd_paired_proportions
+from steerbench.ranking import rank_cells
 
 Z = 1.959963984540054
 
@@ -72,9 +85,144 @@ def test_paired_comparisons_on_constructed_data():
     table = compare_cells(frame).set_index("metric")
     refusal, quality = table.loc["refusal"], table.loc["quality"]
     assert refusal["n"] == 20 and refusal["difference"] == pytest.approx(0.6)
-    assert refusal["test"] == "mcnemar-exact" and refusal["p_value"] == pytest.approx(2 * 0.5**12)
+    assert refusal["test"] == "mcnemar-score" and refusal["discordant"] == 12
+    assert refusal["p_value"] == pytest.approx(mcnemar_score(12, 0))
+    assert refusal["p_exact"] == pytest.approx(2 * 0.5**12)
     assert refusal["ci_low"] <= 0.6 <= refusal["ci_high"] and refusal["ci_low"] > 0
-    assert quality["test"] == "wilcoxon" and quality["difference"] == pytest.approx(0.15)
+    assert quality["test"] == "paired-t" and quality["difference"] == pytest.approx(0.15)
+
+
+# Published values: Fagerland, Lydersen & Laake (2014), as printed by the R packages
+# contingencytables (ocbe-uio) and ratesci; (only a, only b, n) -> Tango's 95 % interval.
+TANGO_EXAMPLES = [
+    ((1, 7, 21), (-0.517232, -0.026003), 6),  # Bentur et al. 2009
+    ((6, 16, 161), (-0.1240, -0.0054), 4),  # Cavo et al. 2012
+    ((16, 8, 86), (-0.020, 0.207), 3),  # Agresti & Min 2005
+    ((3, 1, 14), (-0.1670, 0.4327), 4),  # Tang et al. 2010
+]
+
+
+@pytest.mark.parametrize(("counts", "expected", "digits"), TANGO_EXAMPLES)
+def test_tango_interval_matches_published_examples(counts, expected, digits):
+    low, high = tango_interval(*counts)
+    assert round(low, digits) == pytest.approx(expected[0], abs=10**-digits)
+    assert round(high, digits) == pytest.approx(expected[1], abs=10**-digits)
+
+
+def test_mcnemar_score_test_matches_published_examples():
+    assert mcnemar_score(6, 16) == pytest.approx(0.033006, abs=1e-6)  # Cavo et al. 2012
+    assert mcnemar_score(1, 7) == pytest.approx(0.03389485, abs=1e-8)  # Bentur et al. 2009
+    assert mcnemar_score(0, 0) == 1.0
+
+
+@pytest.mark.parametrize("n", [10, 16, 40])
+def test_paired_interval_excludes_zero_exactly_when_the_test_rejects(n):
+    for only_a in range(n + 1):
+        for only_b in range(n + 1 - only_a):
+            low, high = tango_interval(only_a, only_b, n)
+            estimate = (only_a - only_b) / n
+            assert low <= estimate <= high and low < high  # never a point
+            assert (low > 0 or high < 0) == (mcnemar_score(only_a, only_b) < 0.05), (
+                only_a,
+                only_b,
+            )
+    # the issue's case: 5 of 16 prompts differ, all one way: both say significant
+    assert tango_interval(5, 0, 16)[0] > 0 and mcnemar_score(5, 0) < 0.05
+
+
+def test_paired_interval_at_the_extremes():
+    low, high = tango_interval(0, 0, 40)  # no discordance: symmetric, not a point
+    assert low == pytest.approx(-high) and 0.05 < high < 0.15
+    low, high = tango_interval(40, 0, 40)  # every pair differs one way
+    assert high == 1.0 and 0.8 < low < 1.0
+    assert all(np.isnan(tango_interval(0, 0, 0)))
+
+
+@pytest.mark.parametrize("n", [1, 10, 40])
+@pytest.mark.parametrize("value", [0.0, 0.5, 0.997, 1.0])
+def test_bounded_mean_interval_is_never_a_point(n, value):
+    low, high = bounded_mean_interval([value] * n, (0.0, 1.0))
+    assert low <= value <= high and high - low > 0.01
+    result = make_result("quality", [value] * n, bounds=(0.0, 1.0))
+    assert (result.ci_low, result.ci_high) == (low, high)
+
+
+def test_bounded_mean_interval_is_wilson_on_binary_data_and_rescales():
+    values = [1.0] * 7 + [0.0] * 33
+    assert bounded_mean_interval(values, (0.0, 1.0)) == pytest.approx(wilson_interval(7, 40))
+    low, high = bounded_mean_interval([2 * v - 1 for v in values], (-1.0, 1.0))
+    w_low, w_high = wilson_interval(7, 40)
+    assert (low, high) == pytest.approx((2 * w_low - 1, 2 * w_high - 1))
+    # unbounded means keep the bootstrap, which may collapse when there is no spread
+    assert make_result("kl", [0.3] * 5, bounds=(0.0, float("inf"))).ci_low == 0.3
+
+
+def test_minimum_detectable_differences():
+    # Connor's formula, checked by plugging the answer back in
+    d = mdd_paired_proportions(40, 0.3)
+    n = (Z * 0.3**0.5 + 0.8416212335729143 * (0.3 - d * d) ** 0.5) ** 2 / d**2
+    assert n == pytest.approx(40, rel=1e-6) and 0.1 < d < 0.3
+    assert mdd_paired_proportions(160, 0.3) < d  # more prompts, smaller differences
+    assert mdd_paired_proportions(40, 0.6) > d  # more disagreement, larger ones
+    # paired t: effect size about 0.45 SD at n = 40
+    assert mdd_paired_means(40, 1.0) == pytest.approx(0.4540, abs=2e-3)
+
+
+def _ranked(frame: pd.DataFrame, order: list[str]):
+    return rank_cells(order, compare_cells(frame), "refusal", "harmful", minimize=True)
+
+
+def test_ranks_do_not_chain_ties_through_neighbours():
+    # A < B < C in refusal; A vs B and B vs C are not significant, A vs C is (after Holm)
+    block = {(0, 0, 1): 6, (0, 1, 0): 1, (1, 1, 1): 16, (0, 0, 0): 17}
+    items = [pattern for pattern, count in block.items() for _ in range(count)]
+    frame = _generations({name: [float(p[i]) for p in items] for i, name in enumerate("abc")})
+    ranking = _ranked(frame, ["a", "b", "c"])
+    assert not ranking.versus("a", "b").significant
+    assert not ranking.versus("b", "c").significant
+    assert ranking.versus("a", "c").significant
+    assert ranking.versus("a", "c").p_value < ranking.versus("a", "c").p_holm  # corrected
+    assert ranking.ranks == {"a": 1, "b": 1, "c": 2}
+
+
+def _comparisons(pairs: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFrame:
+    """Hand-made comparisons: (a, b) -> (difference a - b, p)."""
+    return pd.DataFrame(
+        [
+            {
+                "metric": "refusal",
+                "eval_set": "harmful",
+                "cell_a": a,
+                "cell_b": b,
+                "difference": difference,
+                "ci_low": difference - 0.1,
+                "ci_high": difference + 0.1,
+                "p_value": p,
+                "n": 40,
+            }
+            for (a, b), (difference, p) in pairs.items()
+        ]
+    )
+
+
+def test_holm_correction_turns_a_lone_pass_into_a_tie():
+    pairs = {("a", "b"): (-0.2, 0.03), ("a", "c"): (-0.25, 0.02), ("b", "c"): (-0.05, 0.9)}
+    ranking = rank_cells(["a", "b", "c"], _comparisons(pairs), "refusal", "harmful", minimize=True)
+    assert ranking.ranks == {"a": 1, "b": 1, "c": 1}  # 0.02 x 3 = 0.06: nothing separates
+    pairs[("a", "c")] = (-0.25, 0.01)  # 0.01 x 3 = 0.03 passes, then 0.03 x 2 = 0.06 fails
+    ranking = rank_cells(["a", "b", "c"], _comparisons(pairs), "refusal", "harmful", minimize=True)
+    assert ranking.ranks == {"a": 1, "b": 1, "c": 2}
+
+
+def test_a_method_is_ranked_below_every_method_significantly_better():
+    # non-transitive: c beats a, a beats b, but c vs b is not significant; a alone would
+    # rank b 2nd (one method better), sharing a's rank although a beats it
+    pairs = {("c", "a"): (-0.2, 0.001), ("a", "b"): (-0.2, 0.001), ("c", "b"): (-0.3, 0.5)}
+    ranking = rank_cells(["c", "a", "b"], _comparisons(pairs), "refusal", "harmful", minimize=True)
+    assert ranking.ranks == {"c": 1, "a": 2, "b": 3}
+    # maximising turns the same differences around
+    ranking = rank_cells(["b", "a", "c"], _comparisons(pairs), "refusal", "harmful", minimize=False)
+    assert ranking.ranks == {"b": 1, "a": 2, "c": 3}
 
 
 def _table(**columns) -> pd.DataFrame:
@@ -122,32 +270,22 @@ def test_task_constraints_exclude_strengths_and_methods():
     assert failed["failed"] and failed["rank"] == "–"
 
 
-def test_ranking_marks_ties_from_the_paired_test():
+def test_ranking_ties_only_what_no_corrected_test_separates():
     table = _table()
-    comparisons = pd.DataFrame(
-        [
-            {
-                "metric": "refusal",
-                "eval_set": "harmful",
-                "cell_a": "k1",
-                "cell_b": "k0",
-                "p_value": 0.5,
-            },
-            {
-                "metric": "refusal",
-                "eval_set": "harmful",
-                "cell_a": "k2",
-                "cell_b": "k0",
-                "p_value": 0.001,
-            },
-        ]
-    )
+    pairs = {("k1", "k0"): (-0.3, 0.5), ("k2", "k0"): (-0.7, 0.001)}
+    comparisons = _comparisons(pairs).assign(ci_low=[-0.5, -0.9], ci_high=[0.1, -0.5])
     ranking, _ = rank_task(table, REMOVE, ROLES, "harmful", comparisons)
     assert ranking["method"].tolist() == ["x", "none"]  # x at strength 2 (0.1) first
     assert ranking["rank"].tolist() == [1, 2] and ranking["tie"].tolist() == ["", ""]
+    x = ranking.iloc[0]
+    assert (x["delta"], x["delta_ci_low"], x["delta_ci_high"]) == (-0.7, -0.9, -0.5)
+    assert x["delta_significant"] and x["delta_p_holm"] == pytest.approx(0.001)
+    assert ranking.iloc[1]["delta"] is None  # the unsteered model itself
     comparisons.loc[1, "p_value"] = 0.2  # not significant: the unsteered model ties
     ranking, _ = rank_task(table, REMOVE, ROLES, "harmful", comparisons)
-    assert ranking["rank"].tolist() == [1, 1] and ranking["tie"].tolist() == ["", "≈"]
+    assert ranking["rank"].tolist() == [1, 1] and not ranking.iloc[0]["delta_significant"]
+    ranking, _ = rank_task(table, REMOVE, ROLES, "harmful", None)  # no paired tests at all
+    assert ranking["rank"].tolist() == [1, 1] and ranking["tie"].tolist() == ["?", "?"]
 
 
 # -- the local judge -----------------------------------------------------------------------
