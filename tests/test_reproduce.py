@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -132,3 +133,23 @@ def test_reproduce_analyses_the_configured_circuit(reproduction):
     assert facts["stability"]["circuit_neurons"] == len(circuit_pairs(artifact))
     assert 0 <= facts["stability"]["halves_mean"] <= 1
     assert artifact.metadata["prompt_format"]["system_prompt"] == "Be brief."
+
+
+def test_claims_are_decided_on_their_intervals():
+    from steerbench.reproduce import UNDECIDED, decide, decide_within, relative_cut_interval
+
+    unsteered = np.ones(40)
+    half = np.array([1.0] * 20 + [0.0] * 20)  # cut 50 %: the threshold itself
+    low, high = relative_cut_interval(half, unsteered)
+    assert low < 0.5 < high and decide((low, high), 0.5, above=True) == UNDECIDED
+    almost_all = np.array([1.0] * 2 + [0.0] * 38)  # cut 95 %
+    low, high = relative_cut_interval(almost_all, unsteered)
+    assert 0.5 < low < 0.95 <= high and decide((low, high), 0.5, above=True) is True
+    low, high = relative_cut_interval(np.array([1.0] * 36 + [0.0] * 4), unsteered)  # 10 %
+    assert high < 0.5 and decide((low, high), 0.5, above=True) is False
+    assert decide((0.96, 0.99), 0.97, above=True) == UNDECIDED
+    assert decide((0.2, 0.5), 0.6, above=False) is True
+    assert decide((float("nan"),) * 2, 0.6, above=False) is None
+    assert decide_within((-0.005, 0.008), 0.01) is True
+    assert decide_within((-0.06, 0.06), 0.01) == UNDECIDED  # 57 questions cannot show it
+    assert decide_within((0.02, 0.1), 0.01) is False
