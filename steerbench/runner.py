@@ -76,7 +76,7 @@ def fit_key(config: BenchmarkConfig, model: str, method: MethodSpec) -> str:
     return _hash(
         {
             "model": model,
-            "dtype": config.dtype,
+            "dtype": resolved_dtype(config),
             "method": method.name,
             "params": method.params,
             "discovery": config.discovery,
@@ -85,6 +85,15 @@ def fit_key(config: BenchmarkConfig, model: str, method: MethodSpec) -> str:
             "batch_size": fit_batch_size(config),
         }
     )
+
+
+def resolved_dtype(config: BenchmarkConfig) -> str:
+    """The dtype the run computes in: ``auto`` resolved for this machine (bf16 where the
+    CPU has bf16 instructions, float32 elsewhere), so cells of machines that compute in
+    different dtypes (different greedy answers) never pass for each other."""
+    from steerbench.device import resolve_device, resolve_dtype
+
+    return str(resolve_dtype(config.dtype, resolve_device(config.device))).removeprefix("torch.")
 
 
 def fit_batch_size(config: BenchmarkConfig) -> int:
@@ -97,7 +106,7 @@ def cell_key(config: BenchmarkConfig, cell: Cell) -> str:
     return _hash(
         {
             "model": cell.model,
-            "dtype": config.dtype,
+            "dtype": resolved_dtype(config),
             "method": cell.method_name,
             "params": cell.method.params if cell.method else {},
             "strength": cell.strength,
@@ -242,6 +251,25 @@ def check_writable(results: Path) -> None:
         ) from err
 
 
+def model_level_rows(split: str, result) -> list[dict]:
+    """A model-level metric's items (``extra["items"]``: dicts with an ``id``, MMLU's
+    questions) as generation rows of set "*", so cells can be compared on them question by
+    question; the row's response is the item's ``predicted`` answer."""
+    items = result.extra.get("items") or []
+    return [
+        {
+            "split": split,
+            "eval_set": "*",
+            "prompt_id": str(item["id"]),
+            "category": item.get("subject"),
+            "prompt": "",
+            "response": str(item.get("predicted", "")),
+            result.metric: value,
+        }
+        for item, value in zip(items, result.values)
+    ]
+
+
 class Runner:
     """Runs a config into a results directory; see the module docstring."""
 
@@ -343,7 +371,7 @@ class Runner:
         self.log_to_mlflow(tracker, cells)
         tracker.finish()
         n_generations, n_rows = consolidate(self.results)
-        write_comparisons(self.results, seed=self.config.seed)
+        write_comparisons(self.results)
         bookkeeping = time.perf_counter() - cells_done
         log.info(
             "Bookkeeping (MLflow, Parquet, paired comparisons): %.1f s, %.1f %% of this run",
@@ -521,8 +549,12 @@ class Runner:
         key = cell_key(self.config, cell)
         per_item: dict[tuple[str, str], dict[str, list]] = {}
         declared: dict[str, str] = {}
+        model_items: list[dict] = []
         for split, name, result in results:
-            if name == "*":  # model-level metrics (MMLU) have no per-record values
+            if name == "*":  # model-level metrics (MMLU): their items, when they list them
+                model_items += model_level_rows(split, result)
+                if result.extra.get("items"):
+                    declared[result.metric] = "float"
                 continue
             declared.update(METRICS.get(result.metric).declared_columns())
             per_item.setdefault((split, name), {}).update(result.item_table())
@@ -545,6 +577,17 @@ class Runner:
                 }
                 row.update({column: values[i] for column, values in columns.items()})
                 generations.append(row)
+        for item in model_items:
+            generations.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "cell_key": key,
+                    "model": cell.model,
+                    "method": cell.method_name,
+                    "strength": cell.strength,
+                    **item,
+                }
+            )
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rows = []
         for split, name, result in results:

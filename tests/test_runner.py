@@ -51,9 +51,11 @@ def model_dir(tmp_path_factory):
 
 def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
     config, results, summary = finished_run
-    assert summary == {"cells": 5, "ran": 5, "generations": 5 * 9, "result_rows": 5 * 9}
+    # per cell: 3 + 3 + 3 prompts (harmful, benign, validation harmful) and 3 MMLU questions
+    assert summary == {"cells": 5, "ran": 5, "generations": 5 * 12, "result_rows": 5 * 9}
     generations = pq.read_table(results / "generations.parquet")
     declared = {
+        "mmlu": "float",  # model-level metrics are scored first
         "refusal": "bool",
         "refusal_label": "string",
         "quality": "float",
@@ -62,7 +64,10 @@ def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
     }  # the fixed columns, then what the config's metrics declare, in order
     assert generations.schema.equals(generations_schema(declared), check_metadata=False)
     assert generations.schema.names[: len(GENERATIONS_SCHEMA)] == GENERATIONS_SCHEMA.names
-    assert generations.num_rows == 5 * (3 + 3 + 3)  # harmful, benign, validation harmful
+    assert generations.num_rows == 5 * (3 + 3 + 3 + 3)
+    questions = generations.to_pandas().query("eval_set == '*'")
+    assert len(questions) == 5 * 3 and questions["mmlu"].isin([0.0, 1.0]).all()
+    assert questions.groupby("cell_key")["prompt_id"].apply(frozenset).nunique() == 1  # paired
     rows = pq.read_table(results / "results.parquet")
     assert rows.schema.equals(RESULTS_SCHEMA, check_metadata=False)
     frame = rows.to_pandas()
@@ -86,9 +91,8 @@ def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
     assert discovery.isdisjoint(evaluation) and validation.isdisjoint(discovery | evaluation)
     stored = generations.to_pandas()
     assert set(stored.loc[stored["split"] == "validation", "prompt_id"]) == validation
-    assert set(stored.loc[stored["split"] == "evaluation", "prompt_id"]) <= evaluation | set(
-        splits["evaluation"]["benign"]
-    )
+    prompts = stored[(stored["split"] == "evaluation") & (stored["eval_set"] != "*")]
+    assert set(prompts["prompt_id"]) <= evaluation | set(splits["evaluation"]["benign"])
     kl = frame[frame["metric"] == "kl-benign"].set_index("method")["value"]
     assert kl["none"] == 0.0 and kl["caa"] > 0  # the unsteered model does not move
 
@@ -201,6 +205,26 @@ def test_keys_hold_what_determines_the_numbers(model_dir):
     assert rows[0] != base[0] and rows[1] != base[1]
     assert refill[0] != base[0] and refill[1] == base[1]
     assert budget[0] != base[0] and budget[1] == base[1]
+
+
+def test_keys_hold_the_dtype_auto_resolves_to_on_this_machine(model_dir, monkeypatch):
+    """dtype "auto" is bf16 on a CPU with bf16 instructions and float32 elsewhere: cells
+    of the two machines give different answers, so they must not share a key."""
+    import steerbench.device
+    from steerbench.runner import cell_key, fit_key
+
+    config = parse_config(tiny_config(model_dir), "tiny")
+    config.dtype = "auto"
+    cell = next(c for c in plan(config) if c.method is not None)
+
+    def keys(fast_bf16: bool):
+        monkeypatch.setattr(steerbench.device, "cpu_has_fast_bf16", lambda: fast_bf16)
+        return cell_key(config, cell), fit_key(config, cell.model, cell.method)
+
+    bf16, fp32 = keys(True), keys(False)
+    assert bf16[0] != fp32[0] and bf16[1] != fp32[1]
+    config.dtype = "float32"  # asked for explicitly: the same on every machine
+    assert keys(True) == keys(False) == fp32
 
 
 @pytest.mark.parametrize(
