@@ -5,7 +5,9 @@ The refusal direction r is the normalised difference of mean residual-stream act
 (last token) between positive and negative prompts at one layer (default: CAA's rule,
 ``floor(0.6 * n_layers)``; ``layer`` overrides). Steering with strength s removes s times
 the projection onto r from the residual stream: x' = x - s (x.r) r (s = 1 ablates the
-direction, 0 is unchanged).
+direction, 0 is unchanged, s < 0 amplifies it: s = -1 doubles the component along r, the
+direction added in proportion to how much of it each activation already carries; Arditi
+et al.'s constant addition of the mean difference at one layer is ``caa`` at +1).
 
 Implementation: the residual stream is the sum of what the embedding and every layer's
 attention ``o_proj`` and MLP ``down_proj`` write into it, so applying the projection
@@ -125,7 +127,7 @@ class DirectionalAblation(SteeringMethod):
 
     description = "Directional ablation (Arditi et al. 2024): project out the refusal direction"
     neutral_strength = 0.0
-    default_strengths = (1.0,)
+    default_strengths = (1.0, -1.0)
     strength_domain = (-10.0, 10.0)
     artifact_tensors = {"direction": TensorSpec("float", ("d_model",))}
 
