@@ -95,6 +95,11 @@ def steering_context_from_args(args: argparse.Namespace, loaded):
     from contextlib import nullcontext
 
     if getattr(args, "method", None) is None:
+        if getattr(args, "strength", None) is not None or getattr(args, "artifact", None):
+            raise SteerbenchError(
+                "--strength and --artifact steer only with --method NAME; add it, or drop them "
+                "to generate unsteered"
+            )
         return nullcontext()
     from steerbench.method import steering_from_cli
 

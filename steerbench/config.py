@@ -9,6 +9,7 @@ key and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,11 +177,12 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
             raise _fail(key, "is required")
 
     config_name = raw.get("name", name)
-    if "name" in raw and (not isinstance(config_name, str) or not SAFE_NAME.fullmatch(config_name)):
+    if not isinstance(config_name, str) or not SAFE_NAME.fullmatch(config_name):
+        where = "" if "name" in raw else " (taken from the file name; set `name:` instead)"
         raise _fail(
             "name",
-            f"{config_name!r} is not a plain name (letters, digits, '.', '_', '-'; it names "
-            f"the results directory results/<name>)",
+            f"{config_name!r}{where} is not a plain name (letters, digits, '.', '_', '-', not "
+            f"starting with '.'; it names the results directory results/<name>)",
         )
     scalars = {
         key: check_value(raw.get(key, default), kind, f"config key {key!r}")
@@ -191,6 +193,9 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
             ("split_seed", int, 0),
         )
     }
+    for key in ("seed", "split_seed"):
+        if not 0 <= scalars[key] < 2**32:
+            raise _fail(key, f"must be an integer from 0 to 2**32 - 1, got {scalars[key]}")
     from steerbench.device import resolve_dtype
 
     if scalars["dtype"] != "auto":
@@ -201,6 +206,9 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         models = [models]
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise _fail("models", "must be a non-empty list of model names or paths")
+    repeated = _first_repeat(models)
+    if repeated is not None:
+        raise _fail("models", f"{repeated!r} is listed twice; each model runs once")
 
     methods = []
     if not isinstance(raw["methods"], list) or not raw["methods"]:
@@ -239,6 +247,11 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
             ]
             for strength in spec.strengths:
                 method.check_strength(strength)
+            repeated = _first_repeat(spec.strengths)
+            if repeated is not None:
+                raise _fail(
+                    f"{key}.strengths", f"{repeated:g} is listed twice; each strength runs once"
+                )
         methods.append(spec)
 
     discovery = _mapping(raw["discovery"], "discovery")
@@ -320,6 +333,18 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
                 f"must name evaluation sets among {', '.join(evaluation)} (one or a list)",
             )
     tasks = parse_tasks(raw["tasks"] if "tasks" in raw else default_tasks_document())
+    if "tasks" in raw:  # the shipped default tasks may name metrics a small config skips
+        configured = {m.name for m in metrics}
+        for task in tasks:
+            for where, metric in [("metric", task.metric)] + [
+                (f"constraints[{i}].metric", c.metric) for i, c in enumerate(task.constraints)
+            ]:
+                if metric not in configured:
+                    raise _fail(
+                        f"tasks.{task.name}.{where}",
+                        f"{metric!r} is not among the config's metrics "
+                        f"({', '.join(sorted(configured))}); add it under metrics: or fix the name",
+                    )
     return BenchmarkConfig(
         name=config_name,
         models=models,
@@ -345,6 +370,8 @@ def default_tasks_document() -> dict:
 
 def parse_tasks(block: Any) -> list[TaskSpec]:
     """``tasks:`` of a config (see configs/default.yaml), validated."""
+    from steerbench.metric import METRICS
+
     tasks = []
     for name, body in _mapping(block, "tasks").items():
         key = f"tasks.{name}"
@@ -358,6 +385,11 @@ def parse_tasks(block: Any) -> list[TaskSpec]:
             raise _fail(key, "a task name must be a plain name (letters, digits, . _ -)")
         if not isinstance(body.get("metric"), str):
             raise _fail(f"{key}.metric", "must name the primary metric (on the target set)")
+        if body["metric"] not in METRICS.names():
+            raise _fail(
+                f"{key}.metric",
+                f"unknown metric {body['metric']!r}; allowed: {', '.join(METRICS.names())}",
+            )
         if body.get("goal") not in GOALS:
             raise _fail(f"{key}.goal", f"must be one of {', '.join(GOALS)}")
         constraints = []
@@ -373,10 +405,16 @@ def parse_tasks(block: Any) -> list[TaskSpec]:
                 raise _fail(f"{where}.role", f"must be one of {', '.join(CONSTRAINT_ROLES)}")
             bounds = [constraint.min, constraint.max, constraint.max_drop, constraint.max_rise]
             if not any(b is not None for b in bounds) or not all(
-                b is None or (isinstance(b, (int, float)) and not isinstance(b, bool))
+                b is None
+                or (isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b))
                 for b in bounds
             ):
-                raise _fail(where, "needs a numeric min, max, max_drop or max_rise")
+                raise _fail(where, "needs a finite numeric min, max, max_drop or max_rise")
+            if not isinstance(constraint.metric, str) or constraint.metric not in METRICS.names():
+                raise _fail(
+                    f"{where}.metric",
+                    f"unknown metric {constraint.metric!r}; allowed: {', '.join(METRICS.names())}",
+                )
             constraints.append(constraint)
         tasks.append(
             TaskSpec(
@@ -393,10 +431,76 @@ def load_config(spec: str) -> BenchmarkConfig:
         raise SteerbenchError(
             f"config {spec!r} not found; use a YAML file or one of {', '.join(BUILTIN_CONFIGS)}"
         )
+    return parse_config(load_yaml(path), path.stem)
+
+
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000
+"""Bounds on a YAML document steerbench reads: a config is a few kilobytes, and an alias
+bomb (aliases of aliases, "billion laughs") would otherwise expand into billions of
+values in everything that walks the config."""
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` stands for with every alias expanded (memoised on the
+    shared nodes, so counting costs what the document's text does), stopping past
+    ``limit``."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            children = []
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = list(node.value)
+        if not children_done:
+            stack.append((node, True))
+            stack += [(child, False) for child in children if id(child) not in sizes]
+            continue
+        sizes[id(node)] = min(limit + 1, 1 + sum(sizes.get(id(c), 0) for c in children))
+    return sizes[id(root)]
+
+
+def load_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a file within the bounds above, or one line naming the bound or
+    the syntax error's line. Aliases are counted on the composed node graph, which shares
+    aliased nodes instead of expanding them."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise SteerbenchError(
+                f"{path} is {size:,} bytes; a YAML file steerbench reads may have at most "
+                f"{MAX_YAML_BYTES:,}"
+            )
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return None
+        if _expanded_size(root, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise SteerbenchError(
+                f"{path} expands (through its YAML aliases) to more than {MAX_YAML_NODES:,} "
+                f"values; write the values out instead of aliasing aliases"
+            )
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SteerbenchError(f"{path} is not valid YAML{where}; fix the syntax") from err
-    return parse_config(raw, path.stem)
+    except RecursionError:
+        raise SteerbenchError(f"{path} is nested too deeply to be a config") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SteerbenchError(f"cannot read {path} as UTF-8 text: {err}") from err
+
+
+def _first_repeat(values: list) -> Any:
+    """The first value that occurs twice in ``values``, or None."""
+    seen: list = []
+    for value in values:
+        if value in seen:
+            return value
+        seen.append(value)
+    return None

@@ -92,11 +92,35 @@ class Tracker:
         # A client bound to this URI, not mlflow.set_tracking_uri: that would set
         # MLFLOW_TRACKING_URI for the whole process (and its children).
         self.client = MlflowClient(self.uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            existing.experiment_id if existing else self.client.create_experiment(experiment)
-        )
+        own_store = self.uri == f"sqlite:///{(results / 'mlflow.db').resolve()}"
+        self.experiment_id = self._experiment(results, own_store, experiment)
         self.parent_id = self._parent(results, experiment, config)
+
+    def _experiment(self, results: Path, own_store: bool, experiment: str) -> str:
+        """The experiment's id. In the default store (``results/mlflow.db``) its artifacts
+        live in ``results/mlartifacts``, wherever the command runs from (MLflow's default is
+        ``./mlruns`` of the first run's working directory); a copied results directory whose
+        experiment still points into the original gets a fresh experiment, the old one
+        renamed, so it never writes into the original's folder."""
+        existing = self.client.get_experiment_by_name(experiment)
+        if not own_store:  # the user's own tracking server decides where artifacts go
+            return existing.experiment_id if existing else self.client.create_experiment(experiment)
+        location = (results / "mlartifacts").resolve().as_uri()
+        if existing is not None and existing.artifact_location == location:
+            return existing.experiment_id
+        if existing is not None:
+            log.warning(
+                "MLflow experiment %r stores its artifacts in %s, outside %s (a copied results "
+                "directory?); starting a new experiment there, the old one kept as %r",
+                experiment,
+                existing.artifact_location,
+                results,
+                f"{experiment} ({existing.experiment_id})",
+            )
+            self.client.rename_experiment(
+                existing.experiment_id, f"{experiment} ({existing.experiment_id})"
+            )
+        return self.client.create_experiment(experiment, artifact_location=location)
 
     def _parent(self, results: Path, experiment: str, config: dict) -> str:
         marker = results / "mlflow_parent_run.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -457,6 +458,26 @@ def test_null_prompts_are_skipped_not_the_text_none(tmp_path):
         ({"name": "../../escape"}, "not a plain name"),
         ({"methods": [{"name": "cna", "params": {"top_k": "8"}}]}, "top_k = '8' is not a valid"),
         ({"methods": [{"name": "caa", "params": {"layers": [1.5]}}]}, "layers"),
+        # issue #30: accepted without a word before
+        ({"methods": [{"name": "caa", "strengths": [1.0, 1.0]}]}, "1 is listed twice"),
+        ({"tasks": {"t": {"metric": "refusl", "goal": "minimize"}}}, "unknown metric 'refusl'"),
+        (
+            {"metrics": {"refusal": {}}, "tasks": {"t": {"metric": "mmlu", "goal": "minimize"}}},
+            "'mmlu' is not among the config's metrics",
+        ),
+        (
+            {
+                "tasks": {
+                    "t": {
+                        "metric": "refusal",
+                        "goal": "minimize",
+                        "constraints": [{"metric": "quality", "min": float("nan")}],
+                    }
+                }
+            },
+            "finite numeric min",
+        ),
+        ({"seed": 2**70}, "'seed': must be an integer from 0 to 2\\*\\*32 - 1"),
     ],
 )
 def test_bad_config_values_are_one_line(capsys, model_dir, tmp_path, change, match):
@@ -464,6 +485,31 @@ def test_bad_config_values_are_one_line(capsys, model_dir, tmp_path, change, mat
     path.write_text(yaml.safe_dump(tiny_config(model_dir, **change)))
     one_line_error(capsys, "run", str(path), "--results", str(tmp_path / "r"), match=match)
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_model_listed_twice_is_refused(capsys, model_dir, tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(model_dir, models=[str(model_dir)] * 2)))
+    one_line_error(capsys, "run", str(path), "--results", str(tmp_path / "r"), match="twice")
+
+
+def test_a_config_named_by_its_file_stem_is_checked_like_name(capsys, model_dir, tmp_path):
+    config = tiny_config(model_dir)
+    config.pop("name", None)
+    path = tmp_path / "...yaml"  # stem "..": results/.. before
+    path.write_text(yaml.safe_dump(config))
+    one_line_error(capsys, "run", str(path), "--dry-run", match="taken from the file name")
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(capsys, tmp_path):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):  # 9**9 leaves if expanded
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nname: bomb\n")
+    one_line_error(capsys, "run", str(path), "--dry-run", match="more than 100,000 values")
+    path.write_text("[" * 5000 + "]" * 5000)  # no alias, but nested past any config
+    one_line_error(capsys, "run", str(path), "--dry-run", match="nested too deeply|valid YAML")
 
 
 @pytest.mark.parametrize(
@@ -559,3 +605,66 @@ def test_an_artifact_of_another_model_of_the_same_shape_warns(
         code = main(ablate_with(other, cna_artifact))
     assert code == 0
     assert "fitted on" in caplog.text and str(model_dir) in caplog.text
+
+
+def test_strength_without_method_is_refused_not_ignored(capsys, model_dir):
+    one_line_error(
+        capsys,
+        "generate",
+        "--model",
+        str(model_dir),
+        "--prompt",
+        "hi",
+        "--strength",
+        "2",
+        match="--strength and --artifact steer only with --method",
+    )
+
+
+def test_evaluate_never_overwrites_its_input(capsys, tmp_path):
+    scored = tmp_path / "answers.jsonl"
+    scored.write_text('{"id": "1", "prompt": "p", "response": "Sure: step one.", "note": 7}\n')
+    before = scored.read_bytes()
+    for out in (str(scored), str(tmp_path / "." / "answers.jsonl")):
+        one_line_error(
+            capsys,
+            "evaluate",
+            str(scored),
+            "--metrics",
+            "refusal",
+            "--out",
+            out,
+            match="is the input file",
+        )
+    assert scored.read_bytes() == before
+    one_line_error(
+        capsys,
+        "evaluate",
+        str(scored),
+        "--metrics",
+        "refusal",
+        "--out",
+        str(tmp_path),
+        match="is a directory",
+    )
+
+
+def test_mlflow_artifacts_stay_inside_the_results_directory(model_dir, tmp_path):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    results = tmp_path / "results"
+    command = [*small_run(model_dir, tmp_path), str(results)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert not any(elsewhere.iterdir()), "nothing may be written where the command runs"
+    original = sorted(p.relative_to(results) for p in (results / "mlartifacts").rglob("*"))
+    assert any(p.name == "result.json" or p.suffix for p in original)
+    copy = tmp_path / "copy"
+    shutil.copytree(results, copy)
+    command[-1] = str(copy)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "outside" in done.stderr  # the copied store's experiment pointed at the original
+    assert sorted(p.relative_to(results) for p in (results / "mlartifacts").rglob("*")) == original
+    assert len(list((copy / "mlartifacts").rglob("*"))) > len(original)
+    assert not any(elsewhere.iterdir())

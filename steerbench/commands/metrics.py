@@ -83,6 +83,13 @@ def print_results(results) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from steerbench.metric import get_metric
 
+    if args.out and Path(args.out).resolve() == Path(args.file).resolve():
+        raise SteerbenchError(
+            f"--out {args.out} is the input file: it would be overwritten (and its other "
+            f"fields lost); write the scores to another file"
+        )
+    if args.out and Path(args.out).is_dir():
+        raise SteerbenchError(f"--out {args.out} is a directory; give a .jsonl or .parquet file")
     records = read_records(Path(args.file))
     options = metric_options_from_args(args)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
