@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -33,6 +34,8 @@ import pyarrow.parquet as pq
 
 from steerbench.errors import SteerbenchError
 from steerbench.io import atomic_write_bytes, atomic_write_text, process_alive
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 """2: ``split`` (evaluation / validation) in both tables, ``role`` and ``batch_size`` in the
@@ -181,8 +184,53 @@ def cell_dir(results: Path, key: str) -> Path:
     return results / "cells" / key
 
 
+def cell_problem(directory: Path) -> str | None:
+    """Why a cell directory that has its ``result.json`` cannot be used (None: it can): a
+    result that does not parse, or generations that are missing or unreadable."""
+    try:
+        payload = json.loads((directory / RESULT_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"its {RESULT_JSON} is not valid JSON"
+    if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
+        return f"its {RESULT_JSON} holds no result rows"
+    path = directory / "generations.parquet"
+    if not path.is_file():
+        return "its generations.parquet is missing"
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return "its generations.parquet is damaged"
+    return None
+
+
+_reported: set[Path] = set()
+
+
+def _usable(directory: Path) -> bool:
+    """Whether a cell with a ``result.json`` is complete; a damaged one is reported once
+    (named by its directory and label) and counts as not finished, so it is recomputed."""
+    problem = cell_problem(directory)
+    if problem is None:
+        return True
+    if directory.resolve() not in _reported:
+        _reported.add(directory.resolve())
+        label = ""
+        try:
+            label = json.loads((directory / RESULT_JSON).read_text())["info"]["label"]
+        except Exception:  # noqa: BLE001 - the label is only a courtesy in the warning
+            pass
+        log.warning(
+            "cell %s%s is damaged (%s): it is not counted as finished and is recomputed",
+            directory,
+            f" ({label})" if label else "",
+            problem,
+        )
+    return False
+
+
 def is_finished(results: Path, key: str) -> bool:
-    return (cell_dir(results, key) / RESULT_JSON).is_file()
+    directory = cell_dir(results, key)
+    return (directory / RESULT_JSON).is_file() and _usable(directory)
 
 
 def save_cell(
@@ -202,9 +250,11 @@ def save_cell(
 
 
 def finished_cells(results: Path) -> list[dict]:
+    """The result payloads of the complete cells (damaged ones are skipped, with a warning)."""
     cells = []
     for path in sorted((results / "cells").glob(f"*/{RESULT_JSON}")):
-        cells.append(json.loads(path.read_text()))
+        if _usable(path.parent):
+            cells.append(json.loads(path.read_text()))
     return cells
 
 
@@ -214,7 +264,7 @@ def consolidate(results: Path) -> tuple[int, int]:
     rows = [{**ADDED_IN_2, **row} for cell in finished_cells(results) for row in cell["rows"]]
     tables = []
     for path in sorted((results / "cells").glob("*/generations.parquet")):
-        if (path.parent / RESULT_JSON).is_file():
+        if (path.parent / RESULT_JSON).is_file() and _usable(path.parent):
             table = pq.read_table(path)
             if "split" not in table.column_names:
                 table = table.append_column(

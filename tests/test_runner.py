@@ -121,6 +121,32 @@ def test_rerun_skips_finished_cells_and_duplicates_nothing(finished_run):
     assert sorted(after["cell_key"]) == sorted(before["cell_key"])
 
 
+def test_damaged_finished_cells_are_recomputed_with_a_warning(finished_run, tmp_path, caplog):
+    """A finished cell whose generations are gone or whose result is garbage was silently
+    dropped (or failed on every run with a traceback naming no cell)."""
+    import logging
+    import shutil
+
+    from steerbench.runner import describe_plan
+
+    config, original, _ = finished_run
+    results = tmp_path / "results"
+    shutil.copytree(original, results)
+    cells = sorted(p.parent for p in results.glob("cells/*/result.json"))
+    (cells[0] / "generations.parquet").unlink()
+    (cells[1] / "result.json").write_text("{not json")
+    assert describe_plan(config, results).count("[todo]") == 2
+    with caplog.at_level(logging.WARNING):
+        summary = Runner(config, results, progress=False).run()
+    assert summary["ran"] == 2
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"{cells[0]}" in warned and "generations.parquet is missing" in warned
+    assert f"{cells[1]}" in warned and "not valid JSON" in warned
+    before = pq.read_table(original / "generations.parquet").to_pandas()
+    after = pq.read_table(results / "generations.parquet").to_pandas()
+    assert len(after) == len(before) and set(after["cell_key"]) == set(before["cell_key"])
+
+
 def test_sigkill_mid_run_loses_no_cell_and_duplicates_none(model_dir, tmp_path):
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(tiny_config(model_dir)))
