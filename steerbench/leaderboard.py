@@ -44,26 +44,47 @@ def _results_paths(sources: list[Path]) -> list[Path]:
     return paths
 
 
+IDENTITY = ["model", "config_name", "method", "method_params", "strength"]
+"""What a cell is, whatever its key says: a submission may add cells, never restate one."""
+
+
 def load_results(sources: list[Path], submitted: list[Path] = ()) -> pd.DataFrame:
-    """Every row of the official ``sources`` and then of the ``submitted`` files, each file
-    validated like the runner's own results. The first file to claim a cell keeps it: a
-    submission never replaces an official row (nor an earlier submission's)."""
-    frames = []
-    for path in _results_paths(sources) + list(submitted):
-        frames.append(validate_results_file(path).to_pandas())
+    """Every row of the official ``sources``, then of the ``submitted`` files in submission
+    order, each file validated like the runner's own results. Official rows are never
+    changed: a submitted file that reuses an official cell key is left out with a warning.
+    Submitted rows are marked (``submission``: the file's name) and ranked on a board of
+    their own (``board_labels``); between submissions the earlier one keeps a cell."""
+    frames = [validate_results_file(path).to_pandas() for path in _results_paths(sources)]
+    official = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    official_keys = set(official["cell_key"]) if not official.empty else set()
+    if not official.empty:
+        official["submission"] = None
+    for path in submitted:
+        frame = validate_results_file(path, submission=True).to_pandas()
+        claimed = sorted(set(frame["cell_key"]) & official_keys)
+        if claimed:
+            log.warning(
+                "%s reuses official cell key(s) %s; the submission is left out (official "
+                "results cannot be changed)",
+                path.name,
+                ", ".join(claimed[:3]),
+            )
+            continue
+        frames.append(frame.assign(submission=path.stem))
     if not frames:
         raise SteerbenchError("no results to build a leaderboard from")
-    frame = pd.concat(frames, ignore_index=True)
+    frame = pd.concat([f if "submission" in f else f.assign(submission=None) for f in frames])
+    frame = frame.reset_index(drop=True)
     deduplicated = frame.drop_duplicates(
         subset=["cell_key", "split", "eval_set", "metric"], keep="first"
     )
     if len(deduplicated) < len(frame):
         log.warning(
             "%d result rows repeat a cell that an earlier file already has; the earlier "
-            "(official first) ones are kept",
+            "(official first, then submissions in the order submitted) ones are kept",
             len(frame) - len(deduplicated),
         )
-    return deduplicated
+    return deduplicated.reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -129,13 +150,21 @@ def _digits(metric: str) -> int:
 def board_labels(frame: pd.DataFrame) -> dict[str, str]:
     """cell_key -> the table it is compared in: its model, or "model [config]" when a model
     has results from several configs (other prompts or splits: not comparable cell to cell,
-    and each needs its own unsteered row)."""
-    configs = frame.groupby("model")["config_name"].nunique()
-    cells = frame.drop_duplicates("cell_key")
-    return {
-        r.cell_key: r.model if configs[r.model] == 1 else f"{r.model} [{r.config_name}]"
-        for r in cells.itertuples()
-    }
+    and each needs its own unsteered row). A submitted file's cells form their own board,
+    "model [config, submitted <file>]", with the file's own unsteered row, so a submission
+    is never ranked on the official board."""
+    submission = frame["submission"] if "submission" in frame else pd.Series(None, frame.index)
+    official = frame[submission.isna()]
+    configs = official.groupby("model")["config_name"].nunique()
+    labels = {}
+    for r in frame.assign(submission=submission).drop_duplicates("cell_key").itertuples():
+        if isinstance(r.submission, str):
+            labels[r.cell_key] = f"{r.model} [{r.config_name}, submitted {r.submission[:8]}]"
+        elif configs.get(r.model, 1) == 1:
+            labels[r.cell_key] = r.model
+        else:
+            labels[r.cell_key] = f"{r.model} [{r.config_name}]"
+    return labels
 
 
 def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -419,6 +448,18 @@ def summary_table(results: Path) -> str:
     )
 
 
+def file_stem(name: str) -> str:
+    """A file name for ``name`` that stays inside its folder and is unique to it: the name
+    itself when it is already a plain file name, else its plain characters plus a hash of
+    the whole name (so "a/b" and "a_b", or "." and "_", never share a file)."""
+    import re
+
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:60].lstrip(".")
+    if plain == name and plain:
+        return plain
+    return f"{plain or 'model'}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def plot(table: pd.DataFrame, out: Path, task) -> list[str]:
     """Per model, the task's primary metric against each metric its constraints bound on
     the target set or the model (refusal vs quality and vs MMLU for the default tasks), one
@@ -434,7 +475,7 @@ def plot(table: pd.DataFrame, out: Path, task) -> list[str]:
     ) or [primary]
     names = []
     for model, rows in table.groupby("model", sort=False):
-        slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in model)[:60]
+        slug = file_stem(model)
         fig, axes = plt.subplots(1, len(bounded), figsize=(5 * len(bounded), 4), squeeze=False)
         for ax, column in zip(axes[0], bounded):
             if column not in rows.columns or primary not in rows.columns:
@@ -594,8 +635,7 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
 
     from steerbench.comparisons import compare_cells
 
-    submitted = sorted((out / "results").glob("*.parquet")) if (out / "results").is_dir() else []
-    frame = load_results(sources, submitted)
+    frame = load_results(sources, submissions(out))
     table = cell_table(frame)
     shown = columns(frame)
     evaluation = frame[frame["split"] == "evaluation"]
@@ -612,16 +652,15 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         rows = table[table["model"] == model]
         for task in tasks:
             ranking, chosen_on = rank_task(rows, task, roles, target, comparisons)
-            ranked = ranking[~ranking["failed"].astype(bool)]
             reference = rows.loc[rows["is_baseline"].astype(bool), "cell_key"]
             reference = reference.iloc[0] if not reference.empty else None
-            power = power_statement(
+            power = power_statement(  # at the spread every swept cell shows vs unsteered
                 comparisons,
                 task,
                 roles,
                 target,
                 reference,
-                list(ranked["cell_key"]),
+                list(rows["cell_key"]),
                 _sizes(evaluation, reference),
             )
             sections.append(
@@ -641,7 +680,8 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
         "# steerbench leaderboard",
         "",
         "Generated by `steerbench leaderboard build`; do not edit by hand. Every number is "
-        f"measured on the evaluation split. Refusal ({target}) is the keyword refusal rate "
+        f"measured on the evaluation split. Refusal ({md_cell(target)}) is the keyword refusal "
+        "rate "
         "on held-out harmful prompts (degenerate outputs counted separately) with its 95 % "
         f"interval ({INTERVALS}); the other sets are over-refusal checks; Δ is against the "
         "unsteered model. Each task ranks every method at the strength with the best primary "
@@ -667,7 +707,7 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
             limits = "; ".join(_describe(c) for c in task.constraints) or "none"
             description = task.description.rstrip(".")
             lines += [
-                f"### {md_cell(task.name)}: {task.goal} {md_cell(task.metric)} ({target})",
+                f"### {md_cell(task.name)}: {task.goal} {md_cell(task.metric)} ({md_cell(target)})",
                 "",
                 f"{md_cell(description)}. Constraints: {md_cell(limits)}. {section['chosen_on']}",
                 "",
@@ -677,7 +717,9 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
             table_lines = _markdown_rows(section["ranking"], shown, rank=True, primary=task.metric)
             lines += table_lines + [""]
             if model == models[0]:
-                headline += [f"**{md_cell(task.name)}** ({md_cell(model)}):", "", *table_lines, ""]
+                headline += [f"**{md_cell(task.name)}** ({md_cell(model)}):", ""]
+                headline += [md_cell(section["power"]), ""] if section["power"] else []
+                headline += [*table_lines, ""]
         lines += ["### Full sweep", ""]
         lines += _markdown_rows(
             table[table["model"] == model].sort_values(["method", "strength"]), shown
@@ -790,16 +832,56 @@ def publish(results: Path, leaderboard: Path, name: str | None = None) -> Path:
     return target
 
 
+LEDGER = "SUBMISSIONS.json"
+"""``<leaderboard>/results/SUBMISSIONS.json``: the submitted files in the order submitted."""
+
+
+def submissions(leaderboard: Path) -> list[Path]:
+    """The submitted files, in submission order (the ledger's), then any the ledger does not
+    list (copied in by hand), by name."""
+    folder = leaderboard / "results"
+    if not folder.is_dir():
+        return []
+    present = {p.name: p for p in folder.glob("*.parquet")}
+    ledger = folder / LEDGER
+    ordered: list[str] = []
+    if ledger.is_file():
+        try:
+            entries = json.loads(ledger.read_text(encoding="utf-8"))
+            ordered = [e["file"] for e in entries if isinstance(e, dict) and "file" in e]
+        except (ValueError, TypeError) as err:
+            raise SteerbenchError(f"{ledger} is damaged ({err}); restore it from git") from err
+    names = [n for n in dict.fromkeys(ordered) if n in present]
+    names += sorted(set(present) - set(names))
+    return [present[n] for n in names]
+
+
 def submit(path: Path, leaderboard: Path) -> Path:
     """Validate a results.parquet and add it to ``leaderboard/results/``.
 
     The stored name is the hash of the file's bytes, derived here and never from anything
     inside the file, so a submission cannot choose where it lands, overwrite another
-    submission, or be added twice; ``build`` gives official rows precedence over it."""
-    validate_results_file(path)
+    submission, or be added twice; a file that reuses a cell key of the published results
+    is refused; its place in the submission order is recorded in the ledger."""
+    table = validate_results_file(path, submission=True)
+    official = {
+        key
+        for source in published_sources(leaderboard)
+        for key in pd.read_parquet(source / "results.parquet", columns=["cell_key"])["cell_key"]
+    }
+    claimed = sorted(set(table.column("cell_key").to_pylist()) & official)
+    if claimed:
+        raise SteerbenchError(
+            f"{path} reuses cell key {claimed[0]} of the published results; a submission can "
+            f"add cells, never restate an official one"
+        )
     data = path.read_bytes()
     target = leaderboard / "results" / f"{hashlib.sha256(data).hexdigest()[:20]}.parquet"
     if target.exists():
         raise SteerbenchError(f"{path} was already submitted (as {target}); nothing to do")
     atomic_write_bytes(target, data)
+    ledger = leaderboard / "results" / LEDGER
+    entries = [{"file": p.name} for p in submissions(leaderboard) if p != target]
+    entries.append({"file": target.name})
+    atomic_write_text(ledger, json.dumps(entries, indent=1) + "\n")
     return target

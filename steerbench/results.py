@@ -287,9 +287,22 @@ def consolidate(results: Path) -> tuple[int, int]:
     return generations.num_rows, len(rows)
 
 
-def validate_results_file(path: Path) -> pa.Table:
-    """A results.parquet that matches the schema and carries provenance, or a clear error."""
+def validate_results_file(path: Path, *, submission: bool = False) -> pa.Table:
+    """A results.parquet that matches the schema and carries provenance, within the size
+    limits below, or a clear error; a ``submission``'s names are checked strictly too."""
+    if not path.is_file():
+        raise SteerbenchError(f"{path} is not a file; give a results.parquet")
+    if path.stat().st_size > MAX_RESULTS_BYTES:
+        raise SteerbenchError(
+            f"{path} is {path.stat().st_size:,} bytes; a results file may have at most "
+            f"{MAX_RESULTS_BYTES:,}"
+        )
     try:
+        rows = pq.read_metadata(path).num_rows
+        if rows > MAX_RESULTS_ROWS:
+            raise SteerbenchError(
+                f"{path} has {rows:,} rows; a results file may have at most {MAX_RESULTS_ROWS:,}"
+            )
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
         raise SteerbenchError(f"{path} is not a readable Parquet file ({err})") from err
@@ -310,8 +323,10 @@ def validate_results_file(path: Path) -> pa.Table:
         )
     try:
         table = table.select([f.name for f in RESULT_FIELDS]).cast(RESULTS_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise SteerbenchError(f"{path}: columns have the wrong types ({err})") from err
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
+        raise SteerbenchError(
+            f"{path}: columns have the wrong types or empty values ({err})"
+        ) from err
     if not versions or not versions <= set(READABLE_VERSIONS):
         raise SteerbenchError(
             f"{path}: schema_version {sorted(versions)} is not supported (this steerbench "
@@ -319,6 +334,15 @@ def validate_results_file(path: Path) -> pa.Table:
         )
     if table.num_rows == 0:
         raise SteerbenchError(f"{path} has no rows")
+    for field in RESULT_FIELDS:
+        if not field.nullable and table.column(field.name).null_count:
+            raise SteerbenchError(f"{path}: column {field.name!r} has empty values")
+    models = set(table.column("model").to_pylist())
+    if len(models) > MAX_RESULTS_MODELS:
+        raise SteerbenchError(
+            f"{path} has results of {len(models)} models; a results file may have at most "
+            f"{MAX_RESULTS_MODELS}"
+        )
     for column in ("model", "steerbench_version", "cell_key", "created"):
         if any(v in (None, "") for v in table.column(column).to_pylist()):
             raise SteerbenchError(f"{path}: provenance column {column!r} has empty values")
@@ -328,7 +352,7 @@ def validate_results_file(path: Path) -> pa.Table:
             f"the baseline they are compared against"
         )
     for index, row in enumerate(table.to_pylist()):
-        problem = row_problem(row)
+        problem = row_problem(row, strict_names=submission)
         if problem:
             raise SteerbenchError(
                 f"{path}: row {index} ({row['method']!r}, {row['metric']!r}) {problem}; "
@@ -337,15 +361,22 @@ def validate_results_file(path: Path) -> pa.Table:
     return table
 
 
+MAX_RESULTS_BYTES = 20_000_000
+MAX_RESULTS_ROWS = 50_000
+MAX_RESULTS_MODELS = 20
+"""Bounds on a results file (submissions above all): the default run writes about 200 rows
+of one model; a run of 1,000 cells about 12,000."""
+
 CELL_KEY = re.compile(r"[0-9a-f]{16}")
 MAX_TEXT = 300
 LARGEST = 1e9
 """No metric, count or timing steerbench writes comes near this; a bigger value is forged."""
 
 
-def row_problem(row: dict[str, Any]) -> str | None:
+def row_problem(row: dict[str, Any], *, strict_names: bool = False) -> str | None:
     """What is wrong with one results row, judged by the metric's declared range and the
-    invariants every row ``steerbench run`` writes satisfies; None if nothing is."""
+    invariants every row ``steerbench run`` writes satisfies; None if nothing is.
+    ``strict_names`` (submissions): names must not be mistakable for other names."""
     from steerbench.metric import METRICS
 
     if not CELL_KEY.fullmatch(row["cell_key"] or ""):
@@ -356,6 +387,11 @@ def row_problem(row: dict[str, Any]) -> str | None:
         text = row[column]
         if not text or len(text) > MAX_TEXT or any(ord(c) < 32 for c in text):
             return f"has an empty, overlong or control-character {column}"
+        if strict_names and (text != text.strip() or not text.isascii() or not text.isprintable()):
+            return (
+                f"has {column} {text!r}, which could pass for another name (a submission's "
+                f"names are printable ASCII without surrounding spaces)"
+            )
     if row["metric"] not in METRICS.names():
         return f"has metric {row['metric']!r}, which is not installed here (install its plugin)"
     low, high = METRICS.get(row["metric"]).value_range

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -186,7 +187,7 @@ def test_a_submission_with_unexpected_sets_cannot_break_later_builds(finished_ru
         tmp_path,
         eval_set="*",
         model="someone-else/model",
-        cell_key=lambda f: f["cell_key"].str.replace("0", "f").str.replace("1", "e"),
+        cell_key=_new_keys,  # official keys would leave the whole submission out
     )
     submit(odd, board)
     build([], board)  # the odd submission alone
@@ -668,3 +669,145 @@ def test_mlflow_artifacts_stay_inside_the_results_directory(model_dir, tmp_path)
     assert sorted(p.relative_to(results) for p in (results / "mlartifacts").rglob("*")) == original
     assert len(list((copy / "mlartifacts").rglob("*"))) > len(original)
     assert not any(elsewhere.iterdir())
+
+
+# -- leaderboard integrity, round 2 (issue #30) ----------------------------------------
+
+
+def _new_keys(frame):
+    """Cell keys no official cell has (the same cells, other keys)."""
+    import hashlib
+
+    return frame["cell_key"].map(lambda k: hashlib.sha256(k.encode()).hexdigest()[:16])
+
+
+def _board_with_published(finished_run, tmp_path) -> Path:
+    from steerbench.leaderboard import publish
+
+    _, results, _ = finished_run
+    board = tmp_path / "board"
+    publish(results, board, "official")
+    return board
+
+
+def test_a_submission_cannot_restate_an_official_cell(finished_run, tmp_path):
+    from steerbench.errors import SteerbenchError
+    from steerbench.leaderboard import submit
+
+    board = _board_with_published(finished_run, tmp_path)
+    forged = crafted(finished_run, tmp_path, value=0.0, ci_low=0.0, ci_high=0.0)
+    with pytest.raises(SteerbenchError, match="reuses cell key .* of the published results"):
+        submit(forged, board)
+    assert not list((board / "results").glob("*.parquet"))
+
+
+def test_a_new_cell_under_the_official_labels_is_ranked_apart_and_marked(finished_run, tmp_path):
+    from steerbench.leaderboard import build, published_sources, submit
+
+    board = _board_with_published(finished_run, tmp_path)
+    build(published_sources(board), board)
+    before = (board / "README.md").read_text()
+    official_section = before.split("## tiny")[1] if "## tiny" in before else before
+    better = crafted(  # the same model, config and labels, with a perfect refusal score
+        finished_run, tmp_path, cell_key=_new_keys, value=0.0, ci_low=0.0, ci_high=0.0
+    )
+    submit(better, board)
+    build(published_sources(board), board)
+    after = (board / "README.md").read_text()
+    assert "submitted" in after
+    marked = [line for line in after.splitlines() if line.startswith("## ") and "submitted" in line]
+    assert len(marked) == 1  # its own board, with its own unsteered row
+    assert official_section.split("## ")[0] in after  # the official board is unchanged
+
+
+def test_between_submissions_the_first_submitted_keeps_a_cell(finished_run, tmp_path):
+    from steerbench.leaderboard import load_results, submissions, submit
+
+    zero = crafted(finished_run, tmp_path, "zero.parquet", cell_key=_new_keys, value=0.0,
+                   ci_low=0.0, ci_high=0.0)  # fmt: skip
+    one = crafted(finished_run, tmp_path, "one.parquet", cell_key=_new_keys, value=1.0,
+                  ci_low=1.0, ci_high=1.0)  # fmt: skip
+    for order, expected in (((zero, one), 0.0), ((one, zero), 1.0)):
+        board = tmp_path / f"board-{expected}"
+        for path in order:
+            submit(path, board)
+        frame = load_results([], submissions(board))
+        assert set(frame["value"].dropna()) == {expected}  # whatever the files' hashes say
+        ledger = json.loads((board / "results" / "SUBMISSIONS.json").read_text())
+        assert [e["file"] for e in ledger] == [p.name for p in submissions(board)]
+
+
+def test_names_never_become_paths_outside_out(finished_run, tmp_path):
+    from steerbench.leaderboard import build, submit
+
+    board = tmp_path / "area" / "board"
+    for i, model in enumerate((".", "..", "a/b", "a_b", "/abs/x")):
+        keys = (lambda n: lambda f: f["cell_key"].str[:-1] + "0123456789"[n])(i)
+        submit(crafted(finished_run, tmp_path, f"m{i}.parquet", model=model, cell_key=keys), board)
+    build([], board)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    outside = [p for p in written if not str(p).startswith(("area/board/", "m"))]
+    assert not outside, outside
+    assert len(list(board.glob("*.svg"))) == 5  # one figure per model, none overwritten
+
+
+def test_set_names_from_a_submission_are_escaped_everywhere(finished_run, tmp_path):
+    from steerbench.leaderboard import build, submit
+
+    board = tmp_path / "board"
+    evil = "harm<b>ful</b>*x*"
+    submit(
+        crafted(finished_run, tmp_path, eval_set=lambda f: f["eval_set"].replace("harmful", evil)),
+        board,
+    )
+    build([], board)
+    readme = (board / "README.md").read_text()
+    assert "<b>" not in readme and "*x*" not in readme and "harm&lt;b&gt;ful" in readme
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": "tiny "}, "could pass for another name"),
+        ({"model": "t\u0456ny"}, "could pass for another name"),  # a Cyrillic i
+    ],
+)
+def test_submitted_names_that_could_be_mistaken_are_refused(
+    finished_run, tmp_path, change, message
+):
+    from steerbench.errors import SteerbenchError
+    from steerbench.leaderboard import submit
+
+    with pytest.raises(SteerbenchError, match=message):
+        submit(crafted(finished_run, tmp_path, **change), tmp_path / "board")
+
+
+def test_a_submission_with_empty_key_columns_is_one_line(capsys, finished_run, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, results, _ = finished_run
+    frame = pq.read_table(results / "results.parquet").to_pandas()
+    frame.loc[0, "model"] = None
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    one_line_error(capsys, "leaderboard", "submit", str(path), "--leaderboard",
+                   str(tmp_path / "b"), match="empty values|wrong types")  # fmt: skip
+
+
+def test_oversized_submissions_are_one_line(capsys, finished_run, tmp_path, monkeypatch):
+    import steerbench.results
+
+    path = crafted(finished_run, tmp_path)
+
+    def submit(target: Path, match: str) -> None:
+        board = str(tmp_path / "b")
+        one_line_error(capsys, "leaderboard", "submit", str(target), "--leaderboard", board,
+                       match=match)  # fmt: skip
+
+    monkeypatch.setattr(steerbench.results, "MAX_RESULTS_ROWS", 10)
+    submit(path, "rows; a results file may have at most 10")
+    monkeypatch.setattr(steerbench.results, "MAX_RESULTS_ROWS", 50_000)
+    monkeypatch.setattr(steerbench.results, "MAX_RESULTS_BYTES", 100)
+    submit(path, "bytes; a results file may have at most 100")
+    submit(tmp_path, "is not a file")
