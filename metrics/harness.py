@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record
+from steerbench.validation import Positive
 
 
 @METRICS.register("lm-eval")
@@ -32,9 +33,9 @@ class HarnessTasks(Metric):
         tasks: list[str] = field(default_factory=lambda: ["steerbench_mmlu"])
         metric: str = "acc"
         """The per-sample field the tasks report (accuracy-like, in [0, 1])."""
-        limit: int | None = None
+        limit: Positive | None = None
         """At most this many documents per task (default: all)."""
-        batch_size: int = 8
+        batch_size: Positive = 8
 
     def compute(self, records: Sequence[Record] = (), *, lm=None) -> MetricResult:
         if lm is None:

@@ -21,6 +21,7 @@ import torch
 
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record
+from steerbench.validation import Positive
 
 
 def answer_log_probs(
@@ -75,9 +76,9 @@ class BenignKL(Metric):
 
     @dataclass
     class Config(Metric.Config):
-        max_answer_tokens: int = 64
+        max_answer_tokens: Positive = 64
         """Answer positions compared per item (the first ones)."""
-        batch_size: int = 8
+        batch_size: Positive = 8
         """Items per forward pass (the steering context is entered once per batch)."""
 
     def compute(self, records: Sequence[Record], *, lm=None, steering=None) -> MetricResult:

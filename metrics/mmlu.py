@@ -22,6 +22,7 @@ from steerbench.data import load_mmlu
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record
 from steerbench.prompts import PromptFormat, encoded_batches, n_batches
+from steerbench.validation import Positive
 
 LETTERS = ("A", "B", "C", "D")
 SHIPPED_SUBSET_SIZE = 285
@@ -109,9 +110,9 @@ class MMLU(Metric):
 
     @dataclass
     class Config(Metric.Config):
-        n: int | None = None
+        n: Positive | None = None
         """Number of questions (default: the shipped 285-question subset)."""
-        batch_size: int = 8
+        batch_size: Positive = 8
 
     def compute(self, records: Sequence[Record] = (), *, lm=None) -> MetricResult:
         if lm is None:

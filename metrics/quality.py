@@ -16,6 +16,7 @@ from nltk.tokenize import RegexpTokenizer
 from nltk.util import ngrams
 
 from steerbench.metric import METRICS, Metric, MetricResult, Record
+from steerbench.validation import Positive
 
 _WORDS = RegexpTokenizer(r"\w+")
 
@@ -41,7 +42,7 @@ class Quality(Metric):
 
     @dataclass
     class Config(Metric.Config):
-        n: int = 4
+        n: Positive = 4
 
     def compute(self, records: Sequence[Record], *, lm=None) -> MetricResult:
         values = [ngram_quality(r.response, self.config.n) for r in records]

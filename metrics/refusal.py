@@ -25,6 +25,7 @@ from steerbench.metric import (
     ValidationTable,
 )
 from steerbench.metrics.quality import ngram_quality, words
+from steerbench.validation import Fraction, Positive
 
 REFUSAL_PHRASES = (
     # apologies that open a refusal
@@ -129,8 +130,8 @@ class KeywordRefusal(Metric):
 
     @dataclass
     class Config(Metric.Config):
-        window: int = 200
-        degenerate_below: float = 0.5
+        window: Positive = 200
+        degenerate_below: Fraction = 0.5
 
     def validate(self, models: Sequence[object] = ()) -> ValidationTable:
         """Accuracy on the 161 labelled responses, with every misclassified one listed."""

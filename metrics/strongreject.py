@@ -52,6 +52,7 @@ from steerbench.metric import (
     Record,
     ValidationTable,
 )
+from steerbench.validation import NonNegative, Positive, PositiveFloat
 
 log = logging.getLogger(__name__)
 
@@ -373,16 +374,16 @@ class StrongReject(Metric):
         judge_url: str | None = None
         judge_model: str = "gpt-4o-mini"
         api_key_env: str = "STEERBENCH_JUDGE_API_KEY"
-        timeout: float = 60.0
-        retries: int = 3
-        concurrency: int = 4
-        max_tokens: int = 256
-        batch_size: int = 8
+        timeout: PositiveFloat = 60.0
+        retries: NonNegative = 3
+        concurrency: Positive = 4
+        max_tokens: Positive = 256
+        batch_size: Positive = 8
         cache_dir: str | None = None
         local_judge: str | None = None
         """Model to judge with locally (built-in name, directory or hub id); default: the
         evaluated model, unsteered."""
-        max_items: int | None = None
+        max_items: Positive | None = None
         """Judge a category-stratified subset of this many items (the rest count as not
         judged); a local judge on a CPU reads ~800 rubric tokens per item."""
         mode: str = "auto"

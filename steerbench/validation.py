@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
+
+import annotated_types
 
 from steerbench.errors import SteerbenchError
 
@@ -25,7 +28,26 @@ def _adapter(annotation: Any):
 
 
 def _type_name(annotation: Any) -> str:
+    """``int``, ``int | None``, ``list[float]``: the type without its range (the message
+    states the range)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(map(_type_name, args))}]"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+Positive = Annotated[int, annotated_types.Ge(1)]
+"""A count that must be at least 1 (sizes, batch sizes, token budgets)."""
+NonNegative = Annotated[int, annotated_types.Ge(0)]
+PositiveFloat = Annotated[float, annotated_types.Gt(0)]
+Fraction = Annotated[float, annotated_types.Ge(0), annotated_types.Le(1)]
+"""Option types with their meaningful range: a plugin's ``Config`` field annotated with one
+of them (or any ``Annotated[..., annotated_types constraint]``) refuses values outside it
+with one line, where 0 would otherwise give wrong numbers with exit status 0."""
 
 
 def check_value(value: Any, annotation: Any, key: str) -> Any:
@@ -60,7 +82,7 @@ def check_fields(
     """``params`` for dataclass ``cls``, each checked against its field's annotation;
     ``what`` names them in errors (e.g. "hyper-parameter of method 'cna'"), which list the
     allowed names sorted or, with ``sort_allowed=False``, in declaration order."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     known = [f.name for f in dataclasses.fields(cls)]
     known = sorted(known) if sort_allowed else known
     unknown = sorted(set(params) - set(known))

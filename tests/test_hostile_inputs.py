@@ -479,6 +479,9 @@ def test_null_prompts_are_skipped_not_the_text_none(tmp_path):
             "finite numeric min",
         ),
         ({"seed": 2**70}, "'seed': must be an integer from 0 to 2\\*\\*32 - 1"),
+        ({"metrics": {"refusal": {}, "mmlu": {"n": 0}}}, "n = 0 .*greater than or equal to 1"),
+        ({"metrics": {"refusal": {"degenerate_below": 2.0}}}, "less than or equal to 1"),
+        ({"metrics": {"refusal": {}, "quality": {"n": 0}}}, "greater than or equal to 1"),
     ],
 )
 def test_bad_config_values_are_one_line(capsys, model_dir, tmp_path, change, match):
@@ -811,3 +814,43 @@ def test_oversized_submissions_are_one_line(capsys, finished_run, tmp_path, monk
     monkeypatch.setattr(steerbench.results, "MAX_RESULTS_BYTES", 100)
     submit(path, "bytes; a results file may have at most 100")
     submit(tmp_path, "is not a file")
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('{"prompt": {"nested": 1}, "response": "x"}', "'prompt' is a dict, not text"),
+        ('{"prompt": "p", "response": ["x"]}', "'response' is a list, not text"),
+        ('{"prompt": "p", "response": "x", "id": {"a": 1}}', "'id' must be a string"),
+        ('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + ', "response": "x"}', "nested|JSON"),
+    ],
+)
+def test_evaluate_refuses_records_that_are_not_text(capsys, tmp_path, line, match):
+    path = tmp_path / "records.jsonl"
+    path.write_text(line + "\n")
+    one_line_error(capsys, "evaluate", str(path), "--metrics", "refusal", match=match)
+
+
+def test_a_metric_option_for_a_metric_not_computed_is_refused(capsys, tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"prompt": "p", "response": "Sure."}\n')
+    one_line_error(
+        capsys,
+        "evaluate",
+        str(path),
+        "--metrics",
+        "refusal",
+        "--metric-option",
+        "mmlu.n=5",
+        match="'mmlu', which is not among --metrics",
+    )
+    one_line_error(
+        capsys,
+        "evaluate",
+        str(path),
+        "--metrics",
+        "quality",
+        "--metric-option",
+        "quality.n=0",
+        match="greater than or equal to 1",
+    )

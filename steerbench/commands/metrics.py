@@ -51,7 +51,10 @@ def read_records(path: Path):
     elif path.suffix in (".jsonl", ".json"):
         from steerbench.data import read_jsonl
 
-        rows = read_jsonl(path)
+        try:
+            rows = read_jsonl(path)
+        except RecursionError:
+            raise SteerbenchError(f"{path}: a record is nested too deeply to be JSON") from None
     else:
         raise SteerbenchError(f"{path}: use a .jsonl or .parquet file of prompt/response records")
     missing = [i for i, r in enumerate(rows) if "prompt" not in r or "response" not in r]
@@ -60,12 +63,21 @@ def read_records(path: Path):
             f"{path}: every record needs 'prompt' and 'response' fields "
             f"({'no records' if not rows else f'record {missing[0] + 1} lacks them'})"
         )
+    for i, r in enumerate(rows):
+        for field, allowed in (("prompt", (str,)), ("response", (str, type(None)))):
+            if not isinstance(r[field], allowed):
+                raise SteerbenchError(
+                    f"{path}: record {i + 1}'s {field!r} is a {type(r[field]).__name__}, not "
+                    f"text; every prompt and response must be a string"
+                )
+        if r.get("id") is not None and not isinstance(r["id"], (str, int)):
+            raise SteerbenchError(f"{path}: record {i + 1}'s 'id' must be a string or a number")
     return [
         Record(
             str(r.get("id", f"item-{i:05d}")),
-            str(r["prompt"]),
-            str(r["response"] or ""),
-            r.get("category"),
+            r["prompt"],
+            r["response"] or "",
+            r.get("category") if isinstance(r.get("category"), str) else None,
         )
         for i, r in enumerate(rows)
     ]
@@ -93,6 +105,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     records = read_records(Path(args.file))
     options = metric_options_from_args(args)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise SteerbenchError(
+            f"--metric-option names {stray[0]!r}, which is not among --metrics "
+            f"({', '.join(names)}); add it there or fix the name"
+        )
     metrics = [get_metric(name, **options.get(name, {})) for name in names]
     needs_lm = any(m.uses_model() for m in metrics)
     lm = load_from_args(args) if needs_lm else None
