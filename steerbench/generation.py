@@ -110,6 +110,7 @@ def generate_tokens(
     fmt = fmt or PromptFormat()
     if not prompts:
         return []
+    check_context(model, tokenizer, prompts, settings, fmt)
     bar = tqdm(
         total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False
     )
@@ -120,6 +121,24 @@ def generate_tokens(
             answers = _generate_static(model, tokenizer, prompts, settings, fmt, bar)
     bar.close()
     return answers
+
+
+def check_context(model, tokenizer, prompts: list[str], settings, fmt: PromptFormat) -> None:
+    """Refuse, with one line naming the prompt, a prompt whose rendered tokens plus the
+    answer budget exceed the model's context (``max_position_embeddings``): past it the
+    model reads positions it was never trained on and answers garbage without an error."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return
+    texts = format_prompts(tokenizer, prompts, fmt)
+    ids = prompt_token_ids(tokenizer, texts, chat=fmt.uses_chat(tokenizer))
+    for index, length in enumerate(len(row) for row in ids):
+        if length + settings.max_new_tokens > limit:
+            raise SteerbenchError(
+                f"prompt {index + 1} is {length} tokens; with max_new_tokens "
+                f"{settings.max_new_tokens} that exceeds the model's context of {limit} "
+                f"tokens; shorten the prompt or lower max_new_tokens"
+            )
 
 
 def _pad_id(tokenizer) -> int:

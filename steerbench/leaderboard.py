@@ -635,6 +635,10 @@ def build(sources: list[Path], out: Path, *, readme: Path | None = None) -> Path
 
     from steerbench.comparisons import compare_cells
 
+    if out.exists() and not out.is_dir():
+        raise SteerbenchError(f"--out {out} is a file; give the leaderboard's directory")
+    if readme is not None and not readme.is_file():
+        raise SteerbenchError(f"--readme {readme} does not exist; give the README to update")
     frame = load_results(sources, submissions(out))
     table = cell_table(frame)
     shown = columns(frame)

@@ -104,7 +104,18 @@ def cache_dir() -> Path:
     """Root of steerbench's cache: ``$STEERBENCH_CACHE`` or the user's cache directory."""
     env = os.environ.get("STEERBENCH_CACHE")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SteerbenchError(
+                f"STEERBENCH_CACHE={env} is a file, not a directory; point it at a directory "
+                f"(or unset it to use {user_cache_root()})"
+            )
+        return path
+    return user_cache_root()
+
+
+def user_cache_root() -> Path:
+    """The per-user cache directory steerbench uses when ``$STEERBENCH_CACHE`` is unset."""
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("steerbench"))

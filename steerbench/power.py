@@ -4,10 +4,12 @@ A leaderboard that says "no significant difference" must also say how large a di
 it could have seen. For each task the tables state, for the primary metric and for every
 constraint, the smallest paired difference from the unsteered model that the test the
 ranks use detects at 5 % (two-sided) with 80 % power, at the n of the table and at the
-spread actually observed: the median share of prompts on which a ranked method and the
-unsteered model disagree (0/1 outcomes, McNemar), or the median standard deviation of
-their paired differences (means, paired t). Absolute constraints (quality >= 0.9) are
-stated as the half-width of the 95 % interval of a cell measured at the bound.
+spread actually observed: the median share of prompts on which a swept cell (every method
+and strength of the model) and the unsteered model disagree (0/1 outcomes, McNemar; never
+less than the difference itself, which needs that many discordant pairs), or the median
+standard deviation of their paired differences (means, paired t). Absolute constraints
+(quality >= 0.9) are stated as the half-width of the 95 % interval of a cell measured at
+the bound.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ POWER = 0.80
 def mdd_paired_proportions(n: int, discordance: float) -> float:
     """Smallest difference of paired proportions that McNemar's test detects at 5 % with
     80 % power, for ``n`` pairs of which a share ``discordance`` differ (Connor 1987:
-    n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2, solved for d)."""
+    n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2, solved for d). A difference d needs
+    at least a share d of discordant pairs, so psi is max(discordance, d)."""
     from scipy.optimize import brentq
     from scipy.stats import norm
 
@@ -35,11 +38,11 @@ def mdd_paired_proportions(n: int, discordance: float) -> float:
     z_power = norm.ppf(POWER)
 
     def gap(d: float) -> float:
-        spread = Z * math.sqrt(discordance) + z_power * math.sqrt(max(discordance - d * d, 0))
+        psi = max(discordance, d)
+        spread = Z * math.sqrt(psi) + z_power * math.sqrt(max(psi - d * d, 0.0))
         return spread / d - math.sqrt(n)
 
-    top = math.sqrt(discordance)
-    return float(brentq(gap, 1e-9, top)) if gap(top) < 0 else float(top)
+    return float(brentq(gap, 1e-9, 1.0)) if gap(1.0) < 0 else 1.0
 
 
 def mdd_paired_means(n: int, sd_difference: float) -> float:

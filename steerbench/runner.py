@@ -42,10 +42,15 @@ log = logging.getLogger(__name__)
 
 BASELINE = "none"
 # For --dry-run estimates only: token budget (prompts x max_new_tokens) generated per second
-# in bf16 on 2 CPU cores with continuous batching (answers that end early make it higher
-# than the decoding speed), from the runner's per-cell log of the default run (1.5B: 64
-# rows) and of `steerbench run scaling` (0.5B: 32 rows).
-THROUGHPUT_HINT = {"qwen2.5-coder-1.5b-instruct": 86.0, "qwen2.5-coder-0.5b-instruct": 157.0}
+# on 2 CPU cores with continuous batching (answers that end early make it higher than the
+# decoding speed), by the dtype the run computes in, from the runner's per-cell log: bf16
+# on an Intel CPU with avx512_bf16 (default run, 1.5B, 64 rows; `steerbench run scaling`,
+# 0.5B, 32 rows), float32 on an AMD EPYC with AVX2 only (an unsteered default cell, 1.5B;
+# `steerbench run --quick`, 0.5B).
+THROUGHPUT_HINT = {
+    "bfloat16": {"qwen2.5-coder-1.5b-instruct": 86.0, "qwen2.5-coder-0.5b-instruct": 157.0},
+    "float32": {"qwen2.5-coder-1.5b-instruct": 19.0, "qwen2.5-coder-0.5b-instruct": 47.0},
+}
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,8 @@ def cell_prompts(config: BenchmarkConfig) -> list[PromptRecord]:
 
 def describe_plan(config: BenchmarkConfig, results: Path) -> str:
     """The grid and a cost estimate, for ``--dry-run``."""
+    from steerbench.device import resolve_device
+
     cells = plan(config)
     sets, validation = evaluation_sets(config), validation_sets(config)
     max_new = int(resolved_generation(config)["max_new_tokens"])
@@ -197,11 +204,13 @@ def describe_plan(config: BenchmarkConfig, results: Path) -> str:
     n_prompts = sum(len(v) for v in [*sets.values(), *validation.values()])  # cell_prompts
     tokens = len(todo) * n_prompts * max_new
     lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
+    dtype = resolved_dtype(config)
+    hints = THROUGHPUT_HINT.get(dtype, {}) if resolve_device(config.device).type == "cpu" else {}
     for model in config.models:
-        if model in THROUGHPUT_HINT:
-            minutes = tokens / len(config.models) / THROUGHPUT_HINT[model] / 60
+        if model in hints:
+            minutes = tokens / len(config.models) / hints[model] / 60
             lines.append(
-                f"  {model}: ~{minutes:.0f} min of generation on 2 CPU cores "
+                f"  {model}: ~{minutes:.0f} min of generation on 2 CPU cores in {dtype} "
                 f"(plus loading, fitting and the model-reading metrics)"
             )
     return "\n".join(lines)

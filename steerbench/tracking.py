@@ -77,6 +77,45 @@ def prepare_sqlite_store(path: Path) -> None:
     os.replace(tmp, path)
 
 
+TRACKING_TIMEOUT = 5.0
+"""Seconds a tracking server gets to answer its health check before the run stops."""
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail within seconds, with one line, on a tracking URI that cannot work: a server
+    that does not answer (MLflow's own client retries for minutes) or a SQLite URI whose
+    file is not a database. The default store (``results/mlflow.db``) is repaired instead."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=TRACKING_TIMEOUT):
+                return
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise SteerbenchError(
+                f"the MLflow tracking server {uri} does not answer within "
+                f"{TRACKING_TIMEOUT:g} s ({reason}); start it, or drop --tracking-uri and "
+                f"MLFLOW_TRACKING_URI to log into the results directory"
+            ) from None
+    if scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if path.is_dir() or (path.is_file() and not _is_sqlite(path)):
+            raise SteerbenchError(
+                f"tracking URI {uri}: {path} is not an SQLite database; give another file"
+            )
+
+
+def _is_sqlite(path: Path) -> bool:
+    if path.stat().st_size == 0:
+        return True  # an empty file becomes a new database
+    with path.open("rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
 class Tracker:
     """Thin wrapper over the MLflow client; everything it logs is also in the Parquet files."""
 
@@ -87,12 +126,14 @@ class Tracker:
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = tracking_uri(results, uri)
-        if self.uri == tracking_uri(results, None) and self.uri.startswith("sqlite:///"):
+        own_store = self.uri == f"sqlite:///{(results / 'mlflow.db').resolve()}"
+        if own_store:
             prepare_sqlite_store(Path(self.uri.removeprefix("sqlite:///")))
+        else:
+            check_tracking_uri(self.uri)
         # A client bound to this URI, not mlflow.set_tracking_uri: that would set
         # MLFLOW_TRACKING_URI for the whole process (and its children).
         self.client = MlflowClient(self.uri)
-        own_store = self.uri == f"sqlite:///{(results / 'mlflow.db').resolve()}"
         self.experiment_id = self._experiment(results, own_store, experiment)
         self.parent_id = self._parent(results, experiment, config)
 

@@ -854,3 +854,52 @@ def test_a_metric_option_for_a_metric_not_computed_is_refused(capsys, tmp_path):
         "quality.n=0",
         match="greater than or equal to 1",
     )
+
+
+def test_cache_and_output_paths_that_cannot_work_are_one_line(
+    capsys, finished_run, tmp_path, monkeypatch
+):
+    _, results, _ = finished_run
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    one_line_error(capsys, "leaderboard", "build", "--results", str(results), "--out",
+                   str(a_file), match="is a file")  # fmt: skip
+    one_line_error(capsys, "leaderboard", "build", "--results", str(results), "--out",
+                   str(tmp_path / "b"), "--readme", str(tmp_path / "none.md"),
+                   match="does not exist")  # fmt: skip
+    broken = tmp_path / "broken"
+    shutil.copytree(results, broken)
+    (broken / "config.resolved.yaml").write_text("tasks: [unclosed")
+    one_line_error(capsys, "leaderboard", "build", "--results", str(broken), "--out",
+                   str(tmp_path / "c"), match="not valid YAML")  # fmt: skip
+    monkeypatch.setenv("STEERBENCH_CACHE", str(a_file))
+    one_line_error(capsys, "models", match="STEERBENCH_CACHE=.* is a file")
+
+
+def test_a_tracking_uri_that_cannot_work_fails_in_seconds(capsys, model_dir, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(model_dir, evaluation_limit=2)))
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("just text\n")
+    for uri, match in (
+        (f"http://127.0.0.1:{port}", "does not answer within 5 s"),
+        (f"sqlite:///{not_a_db}", "is not an SQLite database"),
+    ):
+        start = time.time()
+        one_line_error(capsys, "run", str(config), "--results", str(tmp_path / "r"),
+                       "--tracking-uri", uri, match=match)  # fmt: skip
+        assert time.time() - start < 30
+
+
+def test_a_prompt_past_the_context_is_refused_not_run(capsys, model_dir):
+    from transformers import AutoConfig
+
+    limit = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+    long_prompt = " ".join(["word"] * (limit + 10))
+    one_line_error(capsys, "generate", "--model", str(model_dir), "--prompt", long_prompt,
+                   match=f"exceeds the model's context of {limit} tokens")  # fmt: skip
