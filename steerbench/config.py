@@ -224,9 +224,8 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
                 f"{key}.name",
                 f"unknown method {item.get('name')!r}; allowed: {', '.join(METHODS.names())}",
             )
-        spec = MethodSpec(
-            item["name"], dict(item.get("params") or {}), item.get("strengths"), item.get("label")
-        )
+        params = _mapping(item.get("params") or {}, f"{key}.params")
+        spec = MethodSpec(item["name"], dict(params), item.get("strengths"), item.get("label"))
         if spec.display in {m.display for m in methods} | {"none"}:
             raise _fail(
                 f"{key}.label",
@@ -286,9 +285,13 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
             raise _fail(
                 f"metrics.{metric_name}", f"unknown metric; allowed: {', '.join(METRICS.names())}"
             )
-        options = dict(options or {})
+        options = dict(_mapping(options or {}, f"metrics.{metric_name}"))
         sets = options.pop("sets", None)
-        if sets is not None and (not isinstance(sets, list) or set(sets) - set(evaluation)):
+        if sets is not None and (
+            not isinstance(sets, list)
+            or not all(isinstance(name, str) for name in sets)
+            or set(sets) - set(evaluation)
+        ):
             raise _fail(
                 f"metrics.{metric_name}.sets",
                 f"must list evaluation sets among {', '.join(evaluation)}",

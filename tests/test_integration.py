@@ -33,17 +33,21 @@ def test_small_builtin_refuses_harmful_and_answers_benign(small_model):
 
 
 def test_small_builtin_as_judge_scores_the_labelled_set_as_the_readme_says(small_model):
-    """The README's judge-validation rows for the 0.5B (bf16 on the project's CPU), pinned:
-    as a judge it is at chance, and behind the keyword gate it adds nothing."""
+    """The README's judge-validation rows for the 0.5B, pinned: as a judge it is at chance,
+    and behind the keyword gate it adds nothing. The judge's probabilities round
+    differently in bf16 (a CPU with avx512_bf16) and float32 (elsewhere): the counts are
+    the same, the AUROCs move in the third decimal, so those are pinned per dtype."""
     from steerbench.metrics.strongreject import judge_validation_report
 
     keyword, alone, gated = judge_validation_report([small_model], batch_size=8)
+    dtype = str(next(small_model.model.parameters()).dtype).removeprefix("torch.")
+    auroc = {"bfloat16": (0.488, 0.613), "float32": (0.500, 0.633)}[dtype]
     figures = [
         (row["agreement"], row["auroc"], row["true_positive"], row["false_positive"])
         for row in (alone, gated)
     ]
     assert figures == [
-        (pytest.approx(0.462, abs=5e-4), pytest.approx(0.488, abs=5e-4), 50, 63),
-        (pytest.approx(0.598, abs=5e-4), pytest.approx(0.613, abs=5e-4), 47, 44),
+        (pytest.approx(0.462, abs=5e-4), pytest.approx(auroc[0], abs=5e-4), 50, 63),
+        (pytest.approx(0.598, abs=5e-4), pytest.approx(auroc[1], abs=5e-4), 47, 44),
     ]
     assert (keyword["agreement"], keyword["true_positive"]) == (pytest.approx(0.598, abs=5e-4), 47)
