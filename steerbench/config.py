@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from steerbench.errors import SteerbenchError
-from steerbench.validation import check_fields, check_value
+from steerbench.validation import check_fields, check_value, near_miss
 
 BUILTIN_CONFIGS = ("default", "quick", "scaling")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,99}")
@@ -171,7 +171,11 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
     raw = _mapping(raw, "<top level>")
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
-        raise _fail(unknown[0], f"unknown key; allowed: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+        raise _fail(
+            unknown[0],
+            f"unknown key{near_miss(unknown[0], TOP_LEVEL_KEYS)}; allowed: "
+            f"{', '.join(sorted(TOP_LEVEL_KEYS))}",
+        )
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise _fail(key, "is required")
@@ -222,7 +226,8 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
         if item.get("name") not in METHODS.names():
             raise _fail(
                 f"{key}.name",
-                f"unknown method {item.get('name')!r}; allowed: {', '.join(METHODS.names())}",
+                f"unknown method {item.get('name')!r}{near_miss(item.get('name'), METHODS.names())}"
+                f"; allowed: {', '.join(METHODS.names())}",
             )
         params = _mapping(item.get("params") or {}, f"{key}.params")
         spec = MethodSpec(item["name"], dict(params), item.get("strengths"), item.get("label"))
@@ -283,7 +288,9 @@ def parse_config(raw: Any, name: str) -> BenchmarkConfig:
     for metric_name, options in _mapping(metric_block, "metrics").items():
         if metric_name not in METRICS.names():
             raise _fail(
-                f"metrics.{metric_name}", f"unknown metric; allowed: {', '.join(METRICS.names())}"
+                f"metrics.{metric_name}",
+                f"unknown metric{near_miss(metric_name, METRICS.names())}; allowed: "
+                f"{', '.join(METRICS.names())}",
             )
         options = dict(_mapping(options or {}, f"metrics.{metric_name}"))
         sets = options.pop("sets", None)
@@ -391,7 +398,8 @@ def parse_tasks(block: Any) -> list[TaskSpec]:
         if body["metric"] not in METRICS.names():
             raise _fail(
                 f"{key}.metric",
-                f"unknown metric {body['metric']!r}; allowed: {', '.join(METRICS.names())}",
+                f"unknown metric {body['metric']!r}{near_miss(body['metric'], METRICS.names())}; "
+                f"allowed: {', '.join(METRICS.names())}",
             )
         if body.get("goal") not in GOALS:
             raise _fail(f"{key}.goal", f"must be one of {', '.join(GOALS)}")
@@ -416,7 +424,9 @@ def parse_tasks(block: Any) -> list[TaskSpec]:
             if not isinstance(constraint.metric, str) or constraint.metric not in METRICS.names():
                 raise _fail(
                     f"{where}.metric",
-                    f"unknown metric {constraint.metric!r}; allowed: {', '.join(METRICS.names())}",
+                    f"unknown metric {constraint.metric!r}"
+                    f"{near_miss(constraint.metric, METRICS.names())}; allowed: "
+                    f"{', '.join(METRICS.names())}",
                 )
             constraints.append(constraint)
         tasks.append(

@@ -76,6 +76,14 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
+def near_miss(name: object, choices) -> str:
+    """ " (did you mean 'x'?)" for the closest of ``choices`` to a misspelt ``name``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_fields(
     cls: type, params: dict[str, Any], what: str, *, sort_allowed: bool = True
 ) -> dict[str, Any]:
@@ -88,7 +96,8 @@ def check_fields(
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise SteerbenchError(
-            f"unknown {what}: {', '.join(unknown)}; allowed: {', '.join(known) or 'none'}"
+            f"unknown {what}: {', '.join(unknown)}{near_miss(unknown[0], known)}; allowed: "
+            f"{', '.join(known) or 'none'}"
         )
     return {
         name: check_value(value, hints[name], f"{what} {name}") for name, value in params.items()

@@ -461,7 +461,15 @@ def test_null_prompts_are_skipped_not_the_text_none(tmp_path):
         ({"methods": [{"name": "caa", "params": {"layers": [1.5]}}]}, "layers"),
         # issue #30: accepted without a word before
         ({"methods": [{"name": "caa", "strengths": [1.0, 1.0]}]}, "1 is listed twice"),
-        ({"tasks": {"t": {"metric": "refusl", "goal": "minimize"}}}, "unknown metric 'refusl'"),
+        (
+            {"tasks": {"t": {"metric": "refusl", "goal": "minimize"}}},
+            "unknown metric 'refusl' \\(did you mean 'refusal'\\?\\)",
+        ),
+        ({"metrics": {"qualty": {}}}, "unknown metric \\(did you mean 'quality'\\?\\)"),
+        (
+            {"metrics": {"refusal": {}, "mmlu": {"nn": 3}}},
+            "unknown option.*nn \\(did you mean 'n'\\?\\)",
+        ),
         (
             {"metrics": {"refusal": {}}, "tasks": {"t": {"metric": "mmlu", "goal": "minimize"}}},
             "'mmlu' is not among the config's metrics",
