@@ -109,8 +109,13 @@ def rank_cells(
         if test.significant and test.difference != 0:
             winner, loser = (a, b) if sign * test.difference < 0 else (b, a)
             better[loser].add(winner)
-    ranks: dict[str, int] = {}
-    for cell in cells:  # best first, so the cells better than this one are mostly ranked
-        above = [ranks[c] + 1 for c in better[cell] if c in ranks]
-        ranks[cell] = max([1 + len(better[cell]), *above])
+    ranks = {cell: 1 + len(better[cell]) for cell in cells}
+    for _ in cells:  # push each loser below its winners until nothing moves (acyclic: done)
+        moved = False
+        for loser, winners in better.items():
+            floor = max((ranks[w] + 1 for w in winners), default=1)
+            if ranks[loser] < floor:
+                ranks[loser], moved = floor, True
+        if not moved:
+            break
     return Ranking(ranks, tests, untested)

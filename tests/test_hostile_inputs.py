@@ -637,28 +637,11 @@ def test_evaluate_never_overwrites_its_input(capsys, tmp_path):
     scored = tmp_path / "answers.jsonl"
     scored.write_text('{"id": "1", "prompt": "p", "response": "Sure: step one.", "note": 7}\n')
     before = scored.read_bytes()
+    evaluate = ["evaluate", str(scored), "--metrics", "refusal", "--out"]
     for out in (str(scored), str(tmp_path / "." / "answers.jsonl")):
-        one_line_error(
-            capsys,
-            "evaluate",
-            str(scored),
-            "--metrics",
-            "refusal",
-            "--out",
-            out,
-            match="is the input file",
-        )
+        one_line_error(capsys, *evaluate, out, match="is the input file")
     assert scored.read_bytes() == before
-    one_line_error(
-        capsys,
-        "evaluate",
-        str(scored),
-        "--metrics",
-        "refusal",
-        "--out",
-        str(tmp_path),
-        match="is a directory",
-    )
+    one_line_error(capsys, *evaluate, str(tmp_path), match="is a directory")
 
 
 def test_mlflow_artifacts_stay_inside_the_results_directory(model_dir, tmp_path):

@@ -164,6 +164,10 @@ def test_minimum_detectable_differences():
     assert n == pytest.approx(40, rel=1e-6) and 0.1 < d < 0.3
     assert mdd_paired_proportions(160, 0.3) < d  # more prompts, smaller differences
     assert mdd_paired_proportions(40, 0.6) > d  # more disagreement, larger ones
+    # a difference d needs a share d of discordant pairs: 16 prompts that barely disagree
+    # cannot show less than 4 of 16 (the score test's least significant count) and more
+    small = mdd_paired_proportions(16, 1 / 16)
+    assert small > 0.25 and mdd_paired_proportions(160, 1 / 160) < small
     # paired t: effect size about 0.45 SD at n = 40
     assert mdd_paired_means(40, 1.0) == pytest.approx(0.4540, abs=2e-3)
 
@@ -219,6 +223,10 @@ def test_a_method_is_ranked_below_every_method_significantly_better():
     # rank b 2nd (one method better), sharing a's rank although a beats it
     pairs = {("c", "a"): (-0.2, 0.001), ("a", "b"): (-0.2, 0.001), ("c", "b"): (-0.3, 0.5)}
     ranking = rank_cells(["c", "a", "b"], _comparisons(pairs), "refusal", "harmful", minimize=True)
+    assert ranking.ranks == {"c": 1, "a": 2, "b": 3}
+    # the rule does not depend on the order the cells come in (a point estimate can
+    # disagree with a paired difference when items are missing)
+    ranking = rank_cells(["b", "a", "c"], _comparisons(pairs), "refusal", "harmful", minimize=True)
     assert ranking.ranks == {"c": 1, "a": 2, "b": 3}
     # maximising turns the same differences around
     ranking = rank_cells(["b", "a", "c"], _comparisons(pairs), "refusal", "harmful", minimize=False)
