@@ -68,7 +68,7 @@ def tiny_config(arch: str, vocab_size: int, *, n_layers: int = 4, tied: bool = F
         num_hidden_layers=n_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=1024,  # room for the longest shipped prompt and an answer
         initializer_range=0.2,
         tie_word_embeddings=tied,
     )
