@@ -49,7 +49,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def save_figure(fig, stem: Path, *, dpi: int = 110) -> None:
     """``stem``.png and ``stem``.svg, each written atomically and byte-reproducibly (no date
-    in the SVG metadata, SVG ids from a fixed salt), so a regenerated figure whose data did
+    or version in the metadata, SVG ids from a fixed salt), so a regenerated figure whose data did
     not change does not show up as a change."""
     import io
 
@@ -58,9 +58,10 @@ def save_figure(fig, stem: Path, *, dpi: int = 110) -> None:
     for ext in ("png", "svg"):
         buffer = io.BytesIO()
         with matplotlib.rc_context({"svg.hashsalt": "steerbench"}):
-            fig.savefig(
-                buffer, format=ext, dpi=dpi, metadata={"Date": None} if ext == "svg" else None
-            )
+            # no date and no matplotlib version in the metadata: a rebuild with another
+            # patch release of matplotlib still gives the same bytes where it draws the same
+            metadata = {"Date": None, "Creator": None} if ext == "svg" else {"Software": None}
+            fig.savefig(buffer, format=ext, dpi=dpi, metadata=metadata)
         atomic_write_bytes(stem.parent / f"{stem.name}.{ext}", buffer.getvalue())  # keeps dots
 
 

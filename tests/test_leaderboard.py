@@ -1,13 +1,15 @@
 import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from steerbench.comparisons import compare_cells
 from steerbench.errors import SteerbenchError
-from steerbench.leaderboard import build, submit
+from steerbench.leaderboard import build, publish, published_sources, submit
 from steerbench.results import consolidate
 
 EVIL = "<script>alert('pwned')</script>"
@@ -169,3 +171,50 @@ def test_a_model_with_results_from_two_configs_gets_a_board_per_config(results_d
         assert len(rows) == 5 and rows["is_baseline"].sum() == 1
         assert rows.loc[rows["is_baseline"], "mmlu_delta"].tolist() == [0.0]
     assert set(cell_table(frame)["model"]) == {model}  # one config: the plain model name
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_published_leaderboard_rebuilds_byte_for_byte_from_its_committed_results(tmp_path):
+    """leaderboard/ and the README tables are generated from leaderboard/results/: a build
+    from those files alone must reproduce every committed byte."""
+    published = REPO / "leaderboard"
+    sources = published_sources(published)
+    assert sources, "leaderboard/results/ holds no published results directories"
+    board = tmp_path / "leaderboard"
+    shutil.copytree(published / "results", board / "results")
+    readme = tmp_path / "README.md"
+    shutil.copy(REPO / "README.md", readme)
+    build(published_sources(board), board, readme=readme)
+    committed = sorted(p.name for p in published.iterdir() if p.is_file())
+    assert sorted(p.name for p in board.iterdir() if p.is_file()) == committed
+    for name in committed:
+        assert (board / name).read_bytes() == (published / name).read_bytes(), name
+    assert readme.read_bytes() == (REPO / "README.md").read_bytes()
+    for source in sources:  # the committed comparisons are this release's tests of the items
+        stored = pd.read_parquet(source / "comparisons.parquet")
+        fresh = compare_cells(pd.read_parquet(source / "generations.parquet"))
+        pd.testing.assert_frame_equal(stored, fresh)
+
+
+def test_publish_copies_what_the_tables_are_built_from(results_dir, tmp_path):
+    board = tmp_path / "board"
+    target = publish(results_dir, board, "run-1")
+    assert target == board / "results" / "run-1"
+    assert {p.name for p in target.iterdir()} >= {
+        "results.parquet",
+        "generations.parquet",
+        "comparisons.parquet",
+        "config.resolved.yaml",
+    }
+    assert published_sources(board) == [target]
+    first = build(published_sources(board), board)
+    text = (first / "README.md").read_bytes()
+    assert build([results_dir], tmp_path / "other").joinpath("README.md").read_bytes() == text
+    for bad in ("..", ".hidden", "a/b"):
+        with pytest.raises(SteerbenchError, match="cannot publish"):
+            publish(results_dir, board, bad)
+    (results_dir / "generations.parquet").unlink()
+    with pytest.raises(SteerbenchError, match="per-item"):
+        publish(results_dir, board, "run-2")

@@ -94,13 +94,25 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
-    from steerbench.leaderboard import build
+    from steerbench.leaderboard import build, published_sources
 
     sources = [Path(p) for p in (args.results or [])]
+    if args.published:
+        sources += published_sources(Path(args.out))
     if not sources:  # this machine's runs, ahead of (and never replaced by) submissions
         sources = sorted(p for p in Path("results").glob("*") if (p / "results.parquet").is_file())
+    if not sources:  # nothing run here: the published results the repository ships
+        sources = published_sources(Path(args.out))
     out = build(sources, Path(args.out), readme=Path(args.readme) if args.readme else None)
     print(f"leaderboard written to {out}/README.md and {out}/index.html")
+    return 0
+
+
+def cmd_leaderboard_publish(args: argparse.Namespace) -> int:
+    from steerbench.leaderboard import publish
+
+    target = publish(Path(args.results), Path(args.leaderboard), args.name)
+    print(f"published {args.results} -> {target}; run `steerbench leaderboard build --published`")
     return 0
 
 
@@ -126,6 +138,12 @@ def register_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
         help="results directory or results.parquet (repeatable; default: "
         "every directory under ./results)",
     )
+    b.add_argument(
+        "--published",
+        action="store_true",
+        help="build from the results published in <out>/results/ (what the repository's "
+        "leaderboard and README tables are built from; see `leaderboard publish`)",
+    )
     b.add_argument("--out", default="leaderboard", help="output directory (default: leaderboard)")
     b.add_argument(
         "--readme",
@@ -133,6 +151,18 @@ def register_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
         "<!-- leaderboard:end --> in this file (the project README's headline tables)",
     )
     b.set_defaults(handler=cmd_leaderboard_build)
+    pub = board.add_parser(
+        "publish",
+        help="copy a results directory into <leaderboard>/results/ (the published data)",
+        description="Copy results.parquet, generations.parquet, a freshly computed "
+        "comparisons.parquet, config.resolved.yaml and splits.json of a results directory "
+        "into <leaderboard>/results/<name>/, from which `leaderboard build --published` "
+        "rebuilds the published tables.",
+    )
+    pub.add_argument("results", help="results directory (e.g. results/default)")
+    pub.add_argument("--leaderboard", default="leaderboard", help="leaderboard directory")
+    pub.add_argument("--name", help="folder name under results/ (default: the directory's)")
+    pub.set_defaults(handler=cmd_leaderboard_publish)
     s = board.add_parser(
         "submit",
         help="validate a results.parquet and add it",
