@@ -44,10 +44,6 @@ def _results_paths(sources: list[Path]) -> list[Path]:
     return paths
 
 
-IDENTITY = ["model", "config_name", "method", "method_params", "strength"]
-"""What a cell is, whatever its key says: a submission may add cells, never restate one."""
-
-
 def load_results(sources: list[Path], submitted: list[Path] = ()) -> pd.DataFrame:
     """Every row of the official ``sources``, then of the ``submitted`` files in submission
     order, each file validated like the runner's own results. Official rows are never

@@ -282,7 +282,11 @@ def disagreements(results: Path, model: str) -> dict[str, Any]:
     from steerbench.metrics.refusal import REFUSAL_PHRASES, normalise
 
     everything = pq.read_table(results / "generations.parquet").to_pandas()
-    everything = everything[(everything["model"] == model) & (everything["split"] == "evaluation")]
+    everything = everything[
+        (everything["model"] == model)
+        & (everything["split"] == "evaluation")
+        & (everything["eval_set"] != "*")  # MMLU's questions, not generations
+    ]
     if "strongreject" not in everything.columns:  # the config has no judge
         everything = everything.assign(strongreject=float("nan"))
     # the judge reads the responses the keyword classifier calls compliance (the others
