@@ -228,9 +228,11 @@ def read_text(path: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """One JSON object per non-empty line, with the line number in any error."""
+    """One JSON object per non-empty line, with the line number in any error. Lines end at
+    "\n" only, as JSON Lines says: ``str.splitlines`` would also split inside a string that
+    holds U+0085 or U+2028, which ``json.dumps(..., ensure_ascii=False)`` writes raw."""
     rows = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(read_text(path).split("\n"), 1):
         if line.strip():
             try:
                 row = json.loads(line)

@@ -202,3 +202,24 @@ def test_the_default_and_quick_configs_still_parse():
     for name in ("default", "quick"):
         config = load_config(name)
         assert config.methods and config.tasks
+
+
+@BOUNDED
+@given(
+    texts=st.lists(
+        st.tuples(st.text(min_size=1, max_size=60), st.text(max_size=60)), min_size=1, max_size=4
+    ),
+    suffix=st.sampled_from([".jsonl", ".parquet"]),
+)
+def test_what_evaluate_writes_it_reads_back_whatever_the_text(tmp_path_factory, texts, suffix):
+    from steerbench.commands.metrics import read_records, write_rows
+
+    folder = tmp_path_factory.mktemp("roundtrip")
+    rows = [{"id": str(i), "prompt": p, "response": r} for i, (p, r) in enumerate(texts)]
+    path = folder / f"scores{suffix}"
+    write_rows(path, rows)
+    back = read_records(path)
+    assert [(r.id, r.prompt, r.response) for r in back] == [
+        (row["id"], row["prompt"], row["response"]) for row in rows
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == [path.name]  # no temporary left
