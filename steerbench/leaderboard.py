@@ -229,29 +229,65 @@ def _constraint_keys(constraint, roles: dict[str, str]) -> list[str]:
     ]
 
 
-def meets(row, baseline, constraint, roles: dict[str, str]) -> bool:
-    """Whether a cell respects a task constraint. Target-set constraints read the
-    validation split where the run measured it (the strength is chosen there); the others
-    read the evaluation numbers. A number that is missing fails the constraint."""
+def constraint_failure(row, baseline, constraint, roles: dict[str, str]) -> str | None:
+    """How a cell breaks a task constraint, with its numbers ("mmlu drops 0.12 > 0.05"),
+    or None when it respects it. Target-set constraints read the validation split where
+    the run measured it (the strength is chosen there); the others read the evaluation
+    numbers. A number that is missing fails the constraint."""
     for key in _constraint_keys(constraint, roles):
         validation = f"validation:{constraint.metric}"
         if constraint.role == "target" and _number(row, validation) is not None:
             key = validation
         value, reference = _number(row, key), _number(baseline, key)
+        label = key.replace("validation:", "validation ")
+        if ":" in label:  # "refusal:benign" -> "refusal (benign)"
+            label = "{} ({})".format(*label.split(":", 1))
         if value is None:
-            return False
+            return f"{label} not measured"
         if constraint.min is not None and value < constraint.min - 1e-9:
-            return False
+            return f"{label} {value:.3g} < {constraint.min:g}"
         if constraint.max is not None and value > constraint.max + 1e-9:
-            return False
-        relative = [(constraint.max_drop, -1), (constraint.max_rise, 1)]
-        for bound, sign in relative:
-            if bound is not None:
-                if reference is None:
-                    return False
-                if sign * (value - reference) > bound + 1e-9:
-                    return False
-    return True
+            return f"{label} {value:.3g} > {constraint.max:g}"
+        for bound, sign, verb in (
+            (constraint.max_drop, -1, "drops"),
+            (constraint.max_rise, 1, "rises"),
+        ):
+            if bound is None:
+                continue
+            if reference is None:
+                return f"{label} of the unsteered model not measured"
+            if sign * (value - reference) > bound + 1e-9:
+                return f"{label} {verb} {abs(value - reference):.2f} > {bound:g}"
+    return None
+
+
+def meets(row, baseline, constraint, roles: dict[str, str]) -> bool:
+    """Whether a cell respects a task constraint (see ``constraint_failure``)."""
+    return constraint_failure(row, baseline, constraint, roles) is None
+
+
+def why_no_strength(rows: pd.DataFrame, baseline, task, roles: dict[str, str]) -> str:
+    """Why none of a method's strengths qualifies for a task, strength by strength and with
+    the numbers: the first constraint it breaks, or that it does not move the primary
+    metric the task's way from the unsteered model on the split that chooses."""
+    key = f"validation:{task.metric}"
+    key = key if key in rows.columns and rows[key].notna().any() else task.metric
+    reference = _number(baseline, key)
+    sign = 1 if task.goal == "minimize" else -1
+    reasons = []
+    for _, row in rows.sort_values("strength", na_position="first").iterrows():
+        failure = next(
+            (f for c in task.constraints if (f := constraint_failure(row, baseline, c, roles))),
+            None,
+        )
+        value = _number(row, key)
+        if failure is None and value is not None and reference is not None:
+            if sign * (value - reference) >= 0:
+                where = key.replace("validation:", "validation ")
+                side = "below" if sign > 0 else "above"
+                failure = f"{where} {value:.2f}, not {side} the unsteered {reference:.2f}"
+        reasons.append(f"{strength_text(row)}: {failure or 'no number to choose by'}")
+    return "; ".join(reasons)
 
 
 def select_strength(rows: pd.DataFrame, baseline, task, roles: dict[str, str]):
@@ -306,6 +342,7 @@ def rank_task(
         else:
             failing.append(rows.iloc[0].copy())
             failing[-1]["strength"] = None
+            failing[-1]["why"] = why_no_strength(rows, baseline, task, roles)
     out = pd.DataFrame(chosen) if chosen else table.iloc[:0]
     sign = 1 if task.goal == "minimize" else -1
     out = out.assign(_key=sign * pd.to_numeric(out.get(task.metric), errors="coerce"))
@@ -419,7 +456,8 @@ def _markdown_rows(
         name = md_cell(r["method"]) + (" *(reference)*" if r.get("reference") else "")
         if r.get("failed"):
             blanks = len(shown) + (2 if rank else 0)
-            cells += [name, NO_STRENGTH] + ["" for _ in range(blanks)]
+            why = f" ({md_cell(r['why'])})" if r.get("why") else ""
+            cells += [name, NO_STRENGTH + why] + ["" for _ in range(blanks)]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         cells += [name, strength_text(r)]

@@ -276,6 +276,18 @@ def test_task_constraints_exclude_strengths_and_methods():
     ranking, _ = rank_task(table, ADD, ROLES, "harmful", None)
     failed = ranking.set_index("method").loc["x"]
     assert failed["failed"] and failed["rank"] == "–"
+    # the table says why, strength by strength, with the numbers
+    assert (
+        failed["why"]
+        == "1: refusal (benign) rises 0.30 > 0.1; 2: refusal (benign) rises 0.30 > 0.1"
+    )
+    table = _table(refusal=[0.8, 0.7, 0.5])  # within every constraint, but refusal falls
+    ranking, _ = rank_task(table, ADD, ROLES, "harmful", None)
+    why = ranking.set_index("method").loc["x", "why"]
+    assert why == (
+        "1: refusal 0.70, not above the unsteered 0.80; "
+        "2: refusal 0.50, not above the unsteered 0.80"
+    )
 
 
 def test_ranking_ties_only_what_no_corrected_test_separates():
