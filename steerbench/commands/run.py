@@ -136,7 +136,7 @@ def register_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
         "--results",
         action="append",
         help="results directory or results.parquet (repeatable; default: "
-        "every directory under ./results)",
+        "every directory under ./results, or the published results when there is none)",
     )
     b.add_argument(
         "--published",
