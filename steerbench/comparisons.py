@@ -128,27 +128,23 @@ def paired_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 def compare_pair(x: np.ndarray, y: np.ndarray, binary: bool) -> dict:
     """The test and interval of one pair of paired per-item values (see the module)."""
+    shared = {
+        "discordant": int((x != y).sum()),
+        "sd_difference": float(np.std(x - y, ddof=1)) if len(x) > 1 else math.nan,
+    }
     if binary:
         only_a, only_b = discordant(x, y)
         low, high = tango_interval(only_a, only_b, len(x))
-        return {
-            "test": "mcnemar-score",
-            "p_value": mcnemar_score(only_a, only_b),
-            "p_exact": mcnemar_exact(x, y),
-            "ci_low": low,
-            "ci_high": high,
-            "discordant": only_a + only_b,
-            "sd_difference": float(np.std(x - y, ddof=1)) if len(x) > 1 else math.nan,
-        }
-    p_value, low, high = paired_t(x, y)
+        p_value, p_exact, test = mcnemar_score(only_a, only_b), mcnemar_exact(x, y), "mcnemar-score"
+    else:
+        (p_value, low, high), p_exact, test = paired_t(x, y), math.nan, "paired-t"
     return {
-        "test": "paired-t",
+        "test": test,
         "p_value": p_value,
-        "p_exact": math.nan,
+        "p_exact": p_exact,
         "ci_low": low,
         "ci_high": high,
-        "discordant": int((x != y).sum()),
-        "sd_difference": float(np.std(x - y, ddof=1)) if len(x) > 1 else math.nan,
+        **shared,
     }
 
 

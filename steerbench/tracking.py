@@ -23,12 +23,13 @@ from steerbench.errors import SteerbenchError
 log = logging.getLogger(__name__)
 
 
+def own_store_uri(results: Path) -> str:
+    """The results directory's own MLflow store, ``results/mlflow.db``."""
+    return f"sqlite:///{(results / 'mlflow.db').resolve()}"
+
+
 def tracking_uri(results: Path, override: str | None) -> str:
-    return (
-        override
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or (f"sqlite:///{(results / 'mlflow.db').resolve()}")
-    )
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or own_store_uri(results)
 
 
 def _store_opens(path: Path) -> bool:
@@ -126,7 +127,7 @@ class Tracker:
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = tracking_uri(results, uri)
-        own_store = self.uri == f"sqlite:///{(results / 'mlflow.db').resolve()}"
+        own_store = self.uri == own_store_uri(results)
         if own_store:
             prepare_sqlite_store(Path(self.uri.removeprefix("sqlite:///")))
         else:
