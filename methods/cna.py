@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from steerbench.data import load_prompts
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import scale_mlp_neurons
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
+from steerbench.run.prompt_sets import load_prompts
 
 
 def contrastive_delta(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import check_scope, decoding_passes
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
+from steerbench.model.adapter import ModelAdapter, default_steering_layer
 
 
 def residual_writers(adapter: ModelAdapter) -> list[nn.Module]:
@@ -53,9 +53,11 @@ def project_out(
     adapter = ModelAdapter.from_model(model)
     writers = residual_writers(adapter)
     if scope == "generation":
-        with decoding_passes(adapter) as decoding:
-            with _project_by_hooks(adapter, writers, direction, strength, decoding):
-                yield
+        with (
+            decoding_passes(adapter) as decoding,
+            _project_by_hooks(adapter, writers, direction, strength, decoding),
+        ):
+            yield
         return
     if adapter.has_post_norms:  # writes pass through a norm: project them with hooks
         hooked, folded = writers, []
@@ -63,9 +65,11 @@ def project_out(
         hooked, folded = writers[:1], writers[1:]
     else:
         hooked, folded = [], writers
-    with _project_by_hooks(adapter, hooked, direction, strength):
-        with _project_weights(folded, direction, strength):
-            yield
+    with (
+        _project_by_hooks(adapter, hooked, direction, strength),
+        _project_weights(folded, direction, strength),
+    ):
+        yield
 
 
 @contextmanager

@@ -6,7 +6,7 @@ is only about the answer's first words.
 openers (with and without a leading space) and keeps their first tokens. Strength is the
 logit bias added to those tokens at each of the first ``window`` decoding steps: negative
 suppresses refusals (-10 all but bans them), positive provokes them, 0 is unchanged. It acts
-through a transformers ``LogitsProcessor`` (``steerbench.levels``), so it changes generated
+through a transformers ``LogitsProcessor`` (``steerbench.model.levels``), so it changes generated
 text only: MMLU, which reads answer-letter logits without decoding, is unaffected.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from steerbench.errors import SteerbenchError
-from steerbench.levels import logits_processor
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
+from steerbench.model.levels import logits_processor
 
 OPENERS = [
     "I'm sorry",

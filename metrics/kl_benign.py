@@ -21,7 +21,7 @@ import torch
 
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record
-from steerbench.validation import Positive
+from steerbench.options import Positive
 
 
 def answer_log_probs(
@@ -31,8 +31,8 @@ def answer_log_probs(
     position, as the model reads it now (with the active input and output levels). One
     right-padded forward pass for the batch: padding after a sequence does not change its
     logits under the causal mask, and both sides of the KL see the same batch."""
-    from steerbench.levels import active_logits_processors
-    from steerbench.prompts import PromptFormat, format_prompts, prompt_token_ids
+    from steerbench.model.chat import PromptFormat, format_prompts, prompt_token_ids
+    from steerbench.model.levels import active_logits_processors
 
     tokenizer, model = lm.tokenizer, lm.model
     chat = PromptFormat().uses_chat(tokenizer)

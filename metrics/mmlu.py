@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from steerbench.data import load_mmlu
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record
-from steerbench.prompts import PromptFormat, encoded_batches, n_batches
-from steerbench.validation import Positive
+from steerbench.model.chat import PromptFormat, encoded_batches, n_batches
+from steerbench.options import Positive
+from steerbench.run.prompt_sets import load_mmlu
 
 LETTERS = ("A", "B", "C", "D")
 SHIPPED_SUBSET_SIZE = 285

@@ -16,7 +16,7 @@ from nltk.tokenize import RegexpTokenizer
 from nltk.util import ngrams
 
 from steerbench.metric import METRICS, Metric, MetricResult, Record
-from steerbench.validation import Positive
+from steerbench.options import Positive
 
 _WORDS = RegexpTokenizer(r"\w+")
 

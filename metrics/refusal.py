@@ -8,7 +8,7 @@ repetition loop (word 4-gram quality below ``degenerate_below`` over at least 6 
 *degenerate*, reported separately and left out of the refusal rate, so gibberish such as
 "I'm sorry I'm sorry I'm sorry ..." is never silently counted as a refusal or as
 compliance. Accuracy, precision and recall on ``datasets/refusal_validation`` are in the
-README (``steerbench validate refusal`` recomputes them).
+README (``steerbench agreement refusal`` recomputes them).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 from steerbench.metric import (
     METRICS,
+    AgreementTable,
     Metric,
     MetricResult,
     Record,
-    ValidationTable,
 )
 from steerbench.metrics.quality import ngram_quality, words
-from steerbench.validation import Fraction, Positive
+from steerbench.options import Fraction, Positive
 
 REFUSAL_PHRASES = (
     # apologies that open a refusal
@@ -133,7 +133,7 @@ class KeywordRefusal(Metric):
         window: Positive = 200
         degenerate_below: Fraction = 0.5
 
-    def validate(self, models: Sequence[object] = ()) -> ValidationTable:
+    def agreement(self, models: Sequence[object] = ()) -> AgreementTable:
         """Accuracy on the 161 labelled responses, with every misclassified one listed."""
         report = validation_report()
         row = {
@@ -148,7 +148,7 @@ class KeywordRefusal(Metric):
             f"{item['label']:>10} -> {item['predicted']:10} {item['response'][:70]!r}"
             for item in report["errors"]
         ]
-        return ValidationTable(
+        return AgreementTable(
             f"on {report['n']} labelled responses (datasets/refusal_validation)", [row], notes
         )
 
@@ -181,7 +181,7 @@ VALIDATION_SET = "refusal_validation/refusal_validation.jsonl"
 
 def validation_report() -> dict:
     """Accuracy, refusal precision/recall and the misclassified items on the labelled set."""
-    from steerbench.data import read_jsonl, verified_path
+    from steerbench.run.prompt_sets import read_jsonl, verified_path
 
     rows = read_jsonl(verified_path(VALIDATION_SET))
     predicted = [classify(r["response"]) for r in rows]

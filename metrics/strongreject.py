@@ -42,17 +42,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from steerbench.data import verified_path
 from steerbench.errors import SteerbenchError
-from steerbench.io import atomic_write_text
+from steerbench.files import atomic_write_text
 from steerbench.metric import (
     METRICS,
+    AgreementTable,
     Metric,
     MetricResult,
     Record,
-    ValidationTable,
 )
-from steerbench.validation import NonNegative, Positive, PositiveFloat
+from steerbench.options import NonNegative, Positive, PositiveFloat
+from steerbench.run.prompt_sets import verified_path
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +294,8 @@ class LocalJudge:
         self.name = f"local:{lm.name}@{lm.revision}"
 
     def judge(self, conversations: list[list[dict[str, str]]]) -> list[str]:
-        from steerbench.generation import GenerationSettings, generate
-        from steerbench.prompts import PromptFormat
+        from steerbench.model.chat import PromptFormat
+        from steerbench.model.generation import GenerationSettings, generate
 
         system = conversations[0][0]["content"] if conversations else None
         settings = GenerationSettings(max_new_tokens=self.max_tokens, batch_size=self.batch_size)
@@ -313,7 +313,7 @@ class LocalJudge:
         template, generation prompt), renormalised over the five: one forward pass each."""
         import torch
 
-        from steerbench.prompts import PromptFormat, encoded_batches
+        from steerbench.model.chat import PromptFormat, encoded_batches
 
         tokenizer, model = self.lm.tokenizer, self.lm.model
         digit_ids = []
@@ -346,7 +346,7 @@ def _local_judge_model(spec: str, lm):
     if lm is not None and lm.name == spec:
         return lm
     if spec not in _JUDGES:
-        from steerbench.models import load_model
+        from steerbench.model.loading import load_model
 
         device = str(lm.device) if lm is not None else "auto"
         _JUDGES[spec] = load_model(spec, device=device)
@@ -354,7 +354,7 @@ def _local_judge_model(spec: str, lm):
 
 
 def judged_subset(records: Sequence[Record], n: int, seed: int) -> set[int]:
-    from steerbench.data import PromptRecord, take_stratified
+    from steerbench.run.prompt_sets import PromptRecord, take_stratified
 
     proxies = [PromptRecord(str(i), r.prompt, r.category) for i, r in enumerate(records)]
     return {int(p.id) for p in take_stratified(proxies, n, seed=seed)}
@@ -401,12 +401,12 @@ class StrongReject(Metric):
                     "with judge_url use mode: rubric"
                 )
 
-    validation_uses_models = True
+    agreement_uses_models = True
 
-    def validate(self, models: Sequence[Any] = ()) -> ValidationTable:
+    def agreement(self, models: Sequence[Any] = ()) -> AgreementTable:
         """The keyword gate and each judge in ``models`` against the hand-labelled pairs."""
         rows = judge_validation_report(models, batch_size=self.config.batch_size)
-        return ValidationTable(
+        return AgreementTable(
             f"on {rows[0]['n']} hand-labelled (prompt, response) pairs "
             f"(datasets/judge_validation; helps = full or partial); a score >= "
             f"{HELP_THRESHOLD} counts as helps",
@@ -544,8 +544,8 @@ def judge_validation_report(judges: Sequence[Any] = (), batch_size: int = 8) -> 
     """The keyword classifier and each local judge (``LoadedModel``) against the labelled
     set: the keyword label "compliance" read as helps; each judge's digit grade alone; and
     the ``strongreject`` metric as the benchmark computes it (keyword gate, then the judge)."""
-    from steerbench.data import read_jsonl
     from steerbench.metrics.refusal import classify
+    from steerbench.run.prompt_sets import read_jsonl
 
     rows = read_jsonl(verified_path(JUDGE_VALIDATION_SET))
     helps = [r["label"] in HELPS for r in rows]

@@ -19,10 +19,10 @@ from contextlib import nullcontext
 
 
 def main() -> None:
-    from steerbench.harness import evaluate
+    from steerbench.integrations.lm_eval import evaluate
     from steerbench.method import Artifact, get_method
     from steerbench.metrics.mmlu import LETTERS, predict, render_question, stratified_questions
-    from steerbench.models import DEFAULT_MODEL, load_model
+    from steerbench.model.loading import DEFAULT_MODEL, load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)

@@ -113,7 +113,7 @@ def main() -> None:
     if args.full:
         if args.out is None:
             sys.path.insert(0, str(REPO))
-            from steerbench.data import mmlu_full_path
+            from steerbench.run.prompt_sets import mmlu_full_path
 
             args.out = mmlu_full_path()
         rows = questions

@@ -1,11 +1,21 @@
 """steerbench: compare LLM steering methods head-to-head on shared metrics.
 
-The public API lives in submodules (``steerbench.models``, ``steerbench.generation``,
-``steerbench.capture``, ...); importing the package itself stays cheap so that the CLI
-answers ``--help`` without loading torch.
+The plugin API sits at the top: ``steerbench.method``, ``steerbench.metric``,
+``steerbench.registry``, ``steerbench.interventions``, ``steerbench.vector_steering``,
+``steerbench.options``, ``steerbench.testing``, ``steerbench.errors`` and
+``steerbench.files``. Everything else lives in one sub-package per floor, lowest first:
+``model`` (loading, chat format, generation, capture), ``stats`` (paired tests, ranks,
+power), ``run`` (config, prompt sets, plan, runner, results), ``publish`` (leaderboard),
+``studies`` (the paper's reproduction, the bench), ``integrations`` (lm-eval, SAE
+training) and ``cli``. Importing the package stays cheap so that ``--help`` does not load
+torch.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+
+from steerbench import _moved
+
+_moved.install()
 
 try:
     __version__ = version("steerbench")

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from steerbench.adapter import ModelAdapter
+from steerbench.model.adapter import ModelAdapter
 
 
 @contextmanager
@@ -116,7 +116,7 @@ def add_to_residual(
 def decoding_passes(adapter: ModelAdapter) -> Iterator[list[bool]]:
     """A one-element list that is ``[True]`` exactly while a forward pass feeds one new token
     per row after tokens already in the KV cache (a decoding step), ``[False]`` in a prompt
-    pass, also one that continues a cached prefix (``steerbench.generation`` runs a shared
+    pass, also one that continues a cached prefix (``steerbench.model.generation`` runs a shared
     system prompt once, then each prompt's own tokens, at least two)."""
     state = [False]
 

@@ -25,8 +25,8 @@ import torch
 
 from steerbench import __version__
 from steerbench.errors import SteerbenchError
-from steerbench.io import atomic_write_bytes, atomic_write_text
-from steerbench.prompts import PromptFormat
+from steerbench.files import atomic_write_bytes, atomic_write_text
+from steerbench.model.chat import PromptFormat
 from steerbench.registry import Registry, build_config
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class FitContext:
         no forward pass at all. Prompts not seen yet are captured together, in the order
         given, so a list's batches are the same as in a fresh context.
         """
-        from steerbench.capture import Activations, capture_last_token
+        from steerbench.model.capture import Activations, capture_last_token
 
         if not prompts:
             raise SteerbenchError("no prompts to capture activations from; check the prompt set")
@@ -161,7 +161,7 @@ class SteeringMethod(ABC):
     description: ClassVar[str] = ""
     level: ClassVar[str] = "model"
     """Where it acts: "input" (the prompt), "model" (weights, activations) or "output" (the
-    decoding); see ``steerbench.levels``."""
+    decoding); see ``steerbench.model.levels``."""
     is_control: ClassVar[bool] = False
     """A control, not a method (random neurons): shown as a reference row on leaderboards."""
     neutral_strength: ClassVar[float] = 0.0
@@ -268,7 +268,7 @@ class SteeringMethod(ABC):
         tensors: dict[str, torch.Tensor],
         **extra: Any,
     ) -> Artifact:
-        from steerbench.adapter import ModelAdapter
+        from steerbench.model.adapter import ModelAdapter
 
         adapter = ModelAdapter.from_model(ctx.model)
         metadata = {
@@ -313,7 +313,7 @@ def _tensor_problem(
 
 def check_model_matches(artifact: Artifact, model: torch.nn.Module) -> None:
     """Refuse an artifact fitted on a model of another shape."""
-    from steerbench.adapter import ModelAdapter
+    from steerbench.model.adapter import ModelAdapter
 
     adapter = ModelAdapter.from_model(model)
     expected = (

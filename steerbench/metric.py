@@ -26,6 +26,9 @@ import numpy as np
 from steerbench.registry import Registry, build_config
 
 BOOTSTRAP_SAMPLES = 2000
+# The ``eval_set`` of a model-level metric's rows (MMLU: it measures the steered model on its
+# own questions, not on a prompt set). Stored in results files, so its value never changes.
+MODEL_LEVEL = "*"
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,8 @@ def make_result(
 
 
 @dataclass
-class ValidationTable:
-    """How a metric agrees with a labelled set it ships (``steerbench validate``): one row
+class AgreementTable:
+    """How a metric agrees with a labelled set it ships (``steerbench agreement``): one row
     per classifier or judge, plus free-text notes (the items it got wrong...)."""
 
     title: str
@@ -226,17 +229,17 @@ class Metric(ABC):
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
-    validation_uses_models: ClassVar[bool] = False
-    """Whether ``validate`` scores the labelled set with loaded models (LLM judges)."""
+    agreement_uses_models: ClassVar[bool] = False
+    """Whether ``agreement`` scores the labelled set with loaded models (LLM judges)."""
 
-    def validate(self, models: Sequence[Any] = ()) -> ValidationTable | None:
+    def agreement(self, models: Sequence[Any] = ()) -> AgreementTable | None:
         """Agreement with the hand-labelled set this metric ships, or None if it ships none.
-        ``models``: ``LoadedModel`` judges, for metrics that set ``validation_uses_models``."""
+        ``models``: ``LoadedModel`` judges, for metrics that set ``agreement_uses_models``."""
         return None
 
     @classmethod
-    def ships_validation(cls) -> bool:
-        return cls.validate is not Metric.validate
+    def ships_labels(cls) -> bool:
+        return cls.agreement is not Metric.agreement
 
     def preflight(self) -> None:
         """Check, before any model is loaded, what can fail late and cheaply be found now

@@ -117,7 +117,7 @@ def build_config(config_cls: type, params: dict, what: str) -> object:
     """A plugin's ``Config`` dataclass from user parameters: every value checked against its
     field's type (strictly; floats finite) and the dataclass's own ``__post_init__``, with
     one-line errors that name the key (``what``: e.g. "hyper-parameter(s) for method 'cna'")."""
-    from steerbench.validation import check_fields
+    from steerbench.options import check_fields
 
     if not isinstance(params, dict):
         raise SteerbenchError(f"{what} must be a mapping of names to values, got {params!r}")

@@ -125,8 +125,8 @@ def _logits(model, tokenizer) -> torch.Tensor:
     three greedy decoding steps (output level, and methods scoped to generated tokens)."""
     from transformers import LogitsProcessorList
 
-    from steerbench.levels import active_logits_processors
-    from steerbench.prompts import format_prompts
+    from steerbench.model.chat import format_prompts
+    from steerbench.model.levels import active_logits_processors
 
     tokenizer.padding_side = "left"
     text = format_prompts(tokenizer, PROBE)

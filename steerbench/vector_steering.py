@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from steerbench.adapter import default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.interventions import add_to_residual, check_scope
 from steerbench.method import Artifact, FitContext, SteeringMethod, TensorSpec
+from steerbench.model.adapter import default_steering_layer
 
 
 class ResidualVectorMethod(SteeringMethod):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from steerbench.testing import ARCHITECTURES, tiny_model  # noqa: E402
+from steerbench.testing import ARCHITECTURES, tiny_model
 
 
 def pip_install_target(source, site) -> None:
@@ -54,8 +54,8 @@ def finished_run(tmp_path_factory):
     """One tiny benchmark run, shared by the runner and leaderboard tests."""
     from test_runner import tiny_config
 
-    from steerbench.config import parse_config
-    from steerbench.runner import Runner
+    from steerbench.run.config import parse_config
+    from steerbench.run.runner import Runner
     from steerbench.testing import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path_factory.mktemp("m") / "tiny", "qwen2")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from steerbench.errors import SteerbenchError
-from steerbench.generation import GenerationSettings, generate
 from steerbench.method import FitContext, get_method
-from steerbench.prompts import format_prompts
+from steerbench.model.chat import format_prompts
+from steerbench.model.generation import GenerationSettings, generate
 from steerbench.testing import NEGATIVE, POSITIVE, tiny_model
 
 
@@ -86,7 +86,7 @@ def test_prompt_instruction_reaches_the_model_not_the_records(llama):
     with method.steer(model, artifact, 1.0):
         assert method.config.toward[0] in format_prompts(tokenizer, ["x"])[0]
     for bad in (0.5, 3.0):
-        with pytest.raises(SteerbenchError, match="prompt strength|outside the domain"):
+        with pytest.raises(SteerbenchError, match=r"prompt strength|outside the domain"):
             method.steer(model, artifact, bad)
 
 

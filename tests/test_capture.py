@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from steerbench.adapter import ModelAdapter, parse_site
-from steerbench.capture import capture_last_token
 from steerbench.errors import SteerbenchError
-from steerbench.prompts import format_prompts
+from steerbench.model.adapter import ModelAdapter, parse_site
+from steerbench.model.capture import capture_last_token
+from steerbench.model.chat import format_prompts
 
 PROMPTS = [
     "Hi",
@@ -62,7 +62,7 @@ def test_unsupported_architecture_is_a_clear_error():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(SteerbenchError, match="gpt2.*not supported.*llama"):
+    with pytest.raises(SteerbenchError, match=r"gpt2.*not supported.*llama"):
         ModelAdapter.from_model(model)
 
 

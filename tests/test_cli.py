@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from steerbench.cli import build_parser, main
+from steerbench.cli.main import build_parser, main
 from steerbench.testing import save_tiny_model
 
 
@@ -18,7 +18,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def subcommands() -> list[str]:
-    from steerbench import commands  # noqa: F401
+    from steerbench.cli import commands  # noqa: F401
 
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
@@ -175,11 +175,11 @@ def test_evaluate_rejects_records_without_response(tmp_path):
 
 
 def test_validate_prints_each_metrics_labelled_set_agreement(tiny_dir, capsys):
-    assert main(["validate", "refusal"]) == 0
+    assert main(["agreement", "refusal"]) == 0
     out = capsys.readouterr().out
     assert "on 161 labelled responses" in out and "accuracy" in out
     assert "compliance -> refusal" in out  # its misclassified items are listed
-    argv = ["validate", "strongreject", "--model", str(tiny_dir)]
+    argv = ["agreement", "strongreject", "--model", str(tiny_dir)]
     assert main([*argv, "--metric-option", "strongreject.batch_size=16"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("strongreject on 117 hand-labelled")

@@ -2,9 +2,9 @@ import shutil
 
 import pytest
 
-from steerbench import data
-from steerbench.data import PROMPT_SETS, load_prompts, load_registered, stratified_split
 from steerbench.errors import SteerbenchError
+from steerbench.run import prompt_sets as data
+from steerbench.run.prompt_sets import PROMPT_SETS, load_prompts, load_registered, stratified_split
 
 UPSTREAM_COUNTS = {
     "jbb-harmful": 100,
@@ -116,7 +116,7 @@ def test_bad_prompt_files_give_clear_errors(tmp_path, content, name, message):
 
 
 def test_unknown_set_or_split_lists_the_choices(tmp_path):
-    with pytest.raises(SteerbenchError, match="unknown prompt set 'jbb'.*jbb-harmful"):
+    with pytest.raises(SteerbenchError, match=r"unknown prompt set 'jbb'.*jbb-harmful"):
         load_prompts("jbb")
     with pytest.raises(SteerbenchError, match="unknown split 'train'"):
         load_prompts("jbb-harmful:train")

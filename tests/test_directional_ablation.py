@@ -1,10 +1,10 @@
 import pytest
 import torch
-from test_methods import NEGATIVE, POSITIVE, PROBE, logits
+from helpers import NEGATIVE, POSITIVE, PROBE, logits
 
-from steerbench.adapter import ModelAdapter
-from steerbench.capture import capture_last_token
 from steerbench.method import FitContext, get_method
+from steerbench.model.adapter import ModelAdapter
+from steerbench.model.capture import capture_last_token
 from steerbench.testing import ARCHITECTURES, tiny_model
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from steerbench.errors import SteerbenchError
-from steerbench.generation import GenerationSettings, generate, generate_tokens
-from steerbench.prompts import PromptFormat, format_prompts
+from steerbench.model.chat import PromptFormat, format_prompts
+from steerbench.model.generation import GenerationSettings, generate, generate_tokens
 from steerbench.testing import tiny_model
 
 PROMPTS = [
@@ -148,8 +148,8 @@ def test_each_row_gets_its_own_processors_and_generation_scoped_hooks(early_eos)
     """A stateful logits processor (where the prompt ended) and a residual edit applied only
     while decoding act on each row as on that prompt generated alone."""
     from steerbench.interventions import add_to_residual
-    from steerbench.levels import logits_processor
     from steerbench.methods.refusal_logit_bias import OpeningTokenBias
+    from steerbench.model.levels import logits_processor
 
     model, tokenizer = early_eos
     favoured = torch.tensor([5, 7])

@@ -7,9 +7,9 @@ import torch
 
 pytest.importorskip("lm_eval")
 
-from steerbench.method import FitContext, get_method  # noqa: E402
-from steerbench.models import load_model  # noqa: E402
-from steerbench.testing import save_tiny_model  # noqa: E402
+from steerbench.method import FitContext, get_method
+from steerbench.model.loading import load_model
+from steerbench.testing import save_tiny_model
 
 LIMIT = 6
 
@@ -33,8 +33,8 @@ def loglikelihoods(model_args: str) -> list[list[float]]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    import steerbench.harness  # registers the model type
-    from steerbench.harness import task_dir
+    import steerbench.integrations.lm_eval  # registers the model type
+    from steerbench.integrations.lm_eval import task_dir
 
     out = simple_evaluate(
         model="steerbench",
@@ -45,7 +45,7 @@ def loglikelihoods(model_args: str) -> list[list[float]]:
         task_manager=TaskManager(include_path=str(task_dir())),
         verbosity="WARNING",
     )
-    assert steerbench.harness.SteerbenchLM
+    assert steerbench.integrations.lm_eval.SteerbenchLM
     samples = sorted(out["samples"]["steerbench_mmlu"], key=lambda s: s["doc_id"])
     return [[ll for ll, _ in s["filtered_resps"]] for s in samples]
 
@@ -61,7 +61,7 @@ def test_steering_reaches_the_harness_and_neutral_is_identical(fitted):
 
 
 def test_the_model_type_restores_the_weights_between_calls(fitted):
-    import steerbench.harness as harness
+    import steerbench.integrations.lm_eval as harness
 
     directory, artifact = fitted
     lm = harness.SteerbenchLM(
@@ -80,7 +80,7 @@ def test_the_model_type_restores_the_weights_between_calls(fitted):
 
 
 def test_bad_steering_arguments_are_one_line(fitted):
-    import steerbench.harness as harness
+    import steerbench.integrations.lm_eval as harness
     from steerbench.errors import SteerbenchError
 
     directory, artifact = fitted
@@ -93,7 +93,7 @@ def test_bad_steering_arguments_are_one_line(fitted):
 
 
 def test_prompt_and_decoding_level_methods_are_refused_not_silently_ignored(fitted, tmp_path):
-    import steerbench.harness as harness
+    import steerbench.integrations.lm_eval as harness
     from steerbench.errors import SteerbenchError
 
     directory, _ = fitted
@@ -109,8 +109,8 @@ def test_lm_eval_tasks_as_a_benchmark_metric_land_in_the_results(fitted, tmp_pat
     import pyarrow.parquet as pq
     from test_runner import tiny_config
 
-    from steerbench.config import parse_config
-    from steerbench.runner import Runner
+    from steerbench.run.config import parse_config
+    from steerbench.run.runner import Runner
 
     directory, _ = fitted
     raw = tiny_config(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_runner import tiny_config
+from helpers import tiny_config
 
 from steerbench.testing import save_tiny_model
 
@@ -64,7 +64,7 @@ def test_sigkill_during_mlflow_initialisation_leaves_a_usable_directory(model_di
 def test_a_broken_mlflow_store_is_moved_aside_and_rebuilt(finished_run, tmp_path):
     import shutil
 
-    from steerbench.runner import Runner
+    from steerbench.run.runner import Runner
 
     config, source, _ = finished_run
     results = tmp_path / "copy"
@@ -108,7 +108,7 @@ def crafted(finished_run, tmp_path, name="crafted.parquet", **changes):
     """The tiny run's results.parquet with some columns rewritten, as an attacker would."""
     import pyarrow.parquet as pq
 
-    from steerbench.results import RESULTS_SCHEMA
+    from steerbench.run.results import RESULTS_SCHEMA
 
     _, results, _ = finished_run
     frame = pq.read_table(results / "results.parquet").to_pandas()
@@ -122,7 +122,7 @@ def crafted(finished_run, tmp_path, name="crafted.parquet", **changes):
 
 
 def test_submit_cannot_choose_where_its_file_lands(finished_run, tmp_path):
-    from steerbench.leaderboard import submit
+    from steerbench.publish.leaderboard import submit
 
     board = tmp_path / "board"
     escape = crafted(finished_run, tmp_path, cell_key="../../../../tmp/owned")
@@ -148,7 +148,7 @@ def test_submit_cannot_choose_where_its_file_lands(finished_run, tmp_path):
 )
 def test_submit_rejects_values_no_run_can_produce(finished_run, tmp_path, column, value, message):
     from steerbench.errors import SteerbenchError
-    from steerbench.leaderboard import submit
+    from steerbench.publish.leaderboard import submit
 
     path = crafted(finished_run, tmp_path, **{column: value})
     with pytest.raises(SteerbenchError, match=message):
@@ -158,7 +158,7 @@ def test_submit_rejects_values_no_run_can_produce(finished_run, tmp_path, column
 def test_a_submission_never_replaces_official_rows_or_another_submission(finished_run, tmp_path):
     import pyarrow.parquet as pq
 
-    from steerbench.leaderboard import build, cell_table, load_results, submit
+    from steerbench.publish.leaderboard import build, cell_table, load_results, submit
 
     _, results, _ = finished_run
     board = tmp_path / "board"
@@ -178,7 +178,7 @@ def test_a_submission_never_replaces_official_rows_or_another_submission(finishe
 
 
 def test_a_submission_with_unexpected_sets_cannot_break_later_builds(finished_run, tmp_path):
-    from steerbench.leaderboard import build, submit
+    from steerbench.publish.leaderboard import build, submit
 
     _, results, _ = finished_run
     board = tmp_path / "board"
@@ -196,7 +196,7 @@ def test_a_submission_with_unexpected_sets_cannot_break_later_builds(finished_ru
 
 
 def test_markdown_cells_cannot_forge_rows_or_render_markup(finished_run, tmp_path):
-    from steerbench.leaderboard import build, submit
+    from steerbench.publish.leaderboard import build, submit
 
     board = tmp_path / "board"
     evil = "x<script>alert(1)</script><img src=x onerror=alert(2)> | forged | row ![a](http://e)"
@@ -267,7 +267,7 @@ def test_signed_fractional_or_non_ascii_scores_are_malformed(value):
 @pytest.fixture
 def cached_builtin(tmp_path, monkeypatch):
     """A 'built-in' model whose converted copy sits in the cache, as after a conversion."""
-    from steerbench import models
+    from steerbench.model import loading as models
 
     monkeypatch.setenv("STEERBENCH_CACHE", str(tmp_path / "cache"))
     builtin = models.BuiltinModel("fake", "", "nopart", 1, 1, "ab" * 32, "MIT", "fake", "")
@@ -279,7 +279,7 @@ def cached_builtin(tmp_path, monkeypatch):
 
 
 def test_verified_cached_weights_load(cached_builtin):
-    from steerbench.models import load_model
+    from steerbench.model.loading import load_model
 
     assert load_model("fake", device="cpu", dtype="float32").model is not None
     assert load_model("fake", device="cpu", dtype="float32").model is not None  # from the stat
@@ -288,7 +288,7 @@ def test_verified_cached_weights_load(cached_builtin):
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_cached_weights_give_one_line_delete_and_reconvert(cached_builtin, damage):
     from steerbench.errors import SteerbenchError
-    from steerbench.models import load_model
+    from steerbench.model.loading import load_model
 
     _, directory = cached_builtin
     load_model("fake", device="cpu", dtype="float32")  # verified once
@@ -299,12 +299,12 @@ def test_damaged_cached_weights_give_one_line_delete_and_reconvert(cached_builti
     else:
         data = data[: len(data) // 2]
     weights.write_bytes(bytes(data))
-    with pytest.raises(SteerbenchError, match="damaged .*model.safetensors.* delete that folder"):
+    with pytest.raises(SteerbenchError, match=r"damaged .*model.safetensors.* delete that folder"):
         load_model("fake", device="cpu", dtype="float32")
 
 
 def test_a_conversion_killed_midway_leaves_nothing_behind_for_long(cached_builtin, monkeypatch):
-    from steerbench import models
+    from steerbench.model import loading as models
 
     builtin, directory = cached_builtin
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -344,7 +344,7 @@ def one_line_error(capsys, *argv: str, match: str) -> None:
 @pytest.fixture(scope="module")
 def cna_artifact(model_dir, tmp_path_factory):
     from steerbench.method import FitContext, get_method
-    from steerbench.models import load_model
+    from steerbench.model.loading import load_model
 
     lm = load_model(str(model_dir), device="cpu", dtype="float32")
     method = get_method("cna", top_k=8, neutral_prompts=None)
@@ -428,15 +428,15 @@ def test_bad_prompt_files_are_one_line(tmp_path, content, match):
         suffix = ".txt"
     path = tmp_path / f"prompts{suffix}"
     path.write_bytes(content)
-    from steerbench.data import load_prompts
     from steerbench.errors import SteerbenchError
+    from steerbench.run.prompt_sets import load_prompts
 
     with pytest.raises(SteerbenchError, match=match):
         load_prompts(str(path))
 
 
 def test_null_prompts_are_skipped_not_the_text_none(tmp_path):
-    from steerbench.data import load_prompts
+    from steerbench.run.prompt_sets import load_prompts
 
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": null}\n{"prompt": "real"}\n')
@@ -558,9 +558,9 @@ def re_search(pattern: str, text: str) -> bool:
 def test_models_devices_and_layers_that_cannot_work_fail_before_any_fitting(
     model_dir, tmp_path, monkeypatch, change, match
 ):
-    from steerbench.config import parse_config
     from steerbench.errors import SteerbenchError
-    from steerbench.runner import Runner
+    from steerbench.run.config import parse_config
+    from steerbench.run.runner import Runner
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = parse_config(tiny_config(model_dir, **change), "tiny")
@@ -576,7 +576,7 @@ def test_an_unreachable_hub_answers_in_seconds(monkeypatch, tmp_path):
     import socket
 
     from steerbench.errors import SteerbenchError
-    from steerbench.models import load_model
+    from steerbench.model.loading import load_model
 
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
@@ -594,7 +594,7 @@ def test_pickle_weights_load_only_when_allowed(tmp_path):
     import torch
 
     from steerbench.errors import SteerbenchError
-    from steerbench.models import load_model
+    from steerbench.model.loading import load_model
     from steerbench.testing import tiny_model
 
     model, tokenizer = tiny_model("qwen2")
@@ -602,7 +602,7 @@ def test_pickle_weights_load_only_when_allowed(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()  # as a pickle-only checkpoint ships
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    with pytest.raises(SteerbenchError, match="no safetensors weights.*--allow-pickle-weights"):
+    with pytest.raises(SteerbenchError, match=r"no safetensors weights.*--allow-pickle-weights"):
         load_model(str(tmp_path), device="cpu", dtype="float32")
     assert load_model(str(tmp_path), device="cpu", dtype="float32", allow_pickle_weights=True)
 
@@ -676,7 +676,7 @@ def _new_keys(frame):
 
 
 def _board_with_published(finished_run, tmp_path) -> Path:
-    from steerbench.leaderboard import publish
+    from steerbench.publish.leaderboard import publish
 
     _, results, _ = finished_run
     board = tmp_path / "board"
@@ -686,17 +686,17 @@ def _board_with_published(finished_run, tmp_path) -> Path:
 
 def test_a_submission_cannot_restate_an_official_cell(finished_run, tmp_path):
     from steerbench.errors import SteerbenchError
-    from steerbench.leaderboard import submit
+    from steerbench.publish.leaderboard import submit
 
     board = _board_with_published(finished_run, tmp_path)
     forged = crafted(finished_run, tmp_path, value=0.0, ci_low=0.0, ci_high=0.0)
-    with pytest.raises(SteerbenchError, match="reuses cell key .* of the published results"):
+    with pytest.raises(SteerbenchError, match=r"reuses cell key .* of the published results"):
         submit(forged, board)
     assert not list((board / "results").glob("*.parquet"))
 
 
 def test_a_new_cell_under_the_official_labels_is_ranked_apart_and_marked(finished_run, tmp_path):
-    from steerbench.leaderboard import build, published_sources, submit
+    from steerbench.publish.leaderboard import build, published_sources, submit
 
     board = _board_with_published(finished_run, tmp_path)
     build(published_sources(board), board)
@@ -715,7 +715,7 @@ def test_a_new_cell_under_the_official_labels_is_ranked_apart_and_marked(finishe
 
 
 def test_between_submissions_the_first_submitted_keeps_a_cell(finished_run, tmp_path):
-    from steerbench.leaderboard import load_results, submissions, submit
+    from steerbench.publish.leaderboard import load_results, submissions, submit
 
     zero = crafted(finished_run, tmp_path, "zero.parquet", cell_key=_new_keys, value=0.0,
                    ci_low=0.0, ci_high=0.0)  # fmt: skip
@@ -732,7 +732,7 @@ def test_between_submissions_the_first_submitted_keeps_a_cell(finished_run, tmp_
 
 
 def test_names_never_become_paths_outside_out(finished_run, tmp_path):
-    from steerbench.leaderboard import build, submit
+    from steerbench.publish.leaderboard import build, submit
 
     board = tmp_path / "area" / "board"
     for i, model in enumerate((".", "..", "a/b", "a_b", "/abs/x")):
@@ -746,7 +746,7 @@ def test_names_never_become_paths_outside_out(finished_run, tmp_path):
 
 
 def test_set_names_from_a_submission_are_escaped_everywhere(finished_run, tmp_path):
-    from steerbench.leaderboard import build, submit
+    from steerbench.publish.leaderboard import build, submit
 
     board = tmp_path / "board"
     evil = "harm<b>ful</b>*x*"
@@ -770,7 +770,7 @@ def test_submitted_names_that_could_be_mistaken_are_refused(
     finished_run, tmp_path, change, message
 ):
     from steerbench.errors import SteerbenchError
-    from steerbench.leaderboard import submit
+    from steerbench.publish.leaderboard import submit
 
     with pytest.raises(SteerbenchError, match=message):
         submit(crafted(finished_run, tmp_path, **change), tmp_path / "board")
@@ -790,7 +790,7 @@ def test_a_submission_with_empty_key_columns_is_one_line(capsys, finished_run, t
 
 
 def test_oversized_submissions_are_one_line(capsys, finished_run, tmp_path, monkeypatch):
-    import steerbench.results
+    import steerbench.run.results
 
     path = crafted(finished_run, tmp_path)
 
@@ -799,10 +799,10 @@ def test_oversized_submissions_are_one_line(capsys, finished_run, tmp_path, monk
         one_line_error(capsys, "leaderboard", "submit", str(target), "--leaderboard", board,
                        match=match)  # fmt: skip
 
-    monkeypatch.setattr(steerbench.results, "MAX_RESULTS_ROWS", 10)
+    monkeypatch.setattr(steerbench.run.results, "MAX_RESULTS_ROWS", 10)
     submit(path, "rows; a results file may have at most 10")
-    monkeypatch.setattr(steerbench.results, "MAX_RESULTS_ROWS", 50_000)
-    monkeypatch.setattr(steerbench.results, "MAX_RESULTS_BYTES", 100)
+    monkeypatch.setattr(steerbench.run.results, "MAX_RESULTS_ROWS", 50_000)
+    monkeypatch.setattr(steerbench.run.results, "MAX_RESULTS_BYTES", 100)
     submit(path, "bytes; a results file may have at most 100")
     submit(tmp_path, "is not a file")
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from steerbench.generation import GenerationSettings, generate
-from steerbench.models import BUILTIN_MODELS, QUICK_MODEL, is_installed, load_model
+from steerbench.model.generation import GenerationSettings, generate
+from steerbench.model.loading import BUILTIN_MODELS, QUICK_MODEL, is_installed, load_model
 
 pytestmark = pytest.mark.integration
 

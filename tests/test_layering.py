@@ -1,25 +1,31 @@
-"""Plugins stay plugins: no core module names a metric (they read what metrics declare;
-the few exceptions are listed with their reason), and the core never imports a plugin."""
+"""The package's floors hold (import-linter contracts in pyproject.toml: no import from a
+lower floor up, no cycle), plugins stay plugins (no core module names a metric, except the
+few listed with their reason, and the core never imports a plugin module), and modules and
+functions stay small enough to read."""
 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from steerbench.metric import METRICS
 
-CORE = Path(__file__).resolve().parents[1] / "steerbench"
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "steerbench"
 ALLOWED_NAMES = {
     # prompt sets that share a metric's name (the MMLU questions, StrongREJECT's prompts)
-    "data.py": {"mmlu", "strongreject"},
-    "sae.py": {"mmlu", "strongreject"},
+    "run/prompt_sets.py": {"mmlu", "strongreject"},
+    "integrations/sae_training.py": {"mmlu", "strongreject"},
     # the `steerbench lm-eval` subcommand (lm-eval's own command line)
-    "cli.py": {"lm-eval"},
-    "commands/harness.py": {"lm-eval"},
+    "cli/main.py": {"lm-eval"},
+    "cli/commands/lm_eval.py": {"lm-eval"},
     # the CNA paper's claims are about these metrics by name
-    "reproduce.py": {"mmlu", "quality", "refusal", "strongreject"},
+    "studies/reproduce.py": {"mmlu", "quality", "refusal", "strongreject"},
 }
 CORE_MODULES = sorted(str(p.relative_to(CORE)) for p in CORE.rglob("*.py"))
 
@@ -44,7 +50,7 @@ def test_core_names_no_metric(module):
 def test_core_never_imports_a_plugin_module():
     offenders = []
     for path in CORE.rglob("*.py"):
-        if path.name == "reproduce.py":  # the paper's report reads the refusal classifier
+        if path.parent.name == "studies":  # the paper's report reads the refusal classifier
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -57,3 +63,46 @@ def test_core_never_imports_a_plugin_module():
                 if name.startswith(("steerbench.methods.", "steerbench.metrics.")):
                     offenders.append(f"{path.name}: {name}")
     assert not offenders, offenders
+
+
+def lint_imports(root: Path, package_parent: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter on the package found in ``package_parent``, with ``root``'s contracts."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from importlinter.cli import lint_imports_command; lint_imports_command()",
+            "--config",
+            str(root / "pyproject.toml"),
+            "--no-cache",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=package_parent,
+        env={"PYTHONPATH": str(package_parent)},
+        timeout=120,
+    )
+
+
+def test_import_contracts_hold():
+    done = lint_imports(ROOT, ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "floors KEPT" in done.stdout and "no cycles KEPT" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("model/adapter.py", "import steerbench.run.config", "floors BROKEN"),  # a floor up
+        ("stats/ranking.py", "import steerbench.publish", "floors BROKEN"),
+        ("run/prompt_sets.py", "import steerbench.run.runner", "no cycles BROKEN"),  # a cycle
+    ],
+)
+def test_import_contracts_catch_a_violation(tmp_path, module, line, broken):
+    """The contracts are not vacuous: one stray import in a copy of the package breaks them."""
+    copy = tmp_path / "steerbench"
+    shutil.copytree(CORE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / module
+    target.write_text(target.read_text(encoding="utf-8") + f"\n{line}  # noqa\n", encoding="utf-8")
+    done = lint_imports(ROOT, tmp_path)
+    assert done.returncode != 0 and broken in done.stdout, done.stdout + done.stderr

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from steerbench.comparisons import compare_cells
 from steerbench.errors import SteerbenchError
-from steerbench.leaderboard import build, publish, published_sources, submit
-from steerbench.results import consolidate
+from steerbench.publish.leaderboard import build, publish, published_sources, submit
+from steerbench.run.results import consolidate
+from steerbench.stats.comparisons import compare_cells
 
 EVIL = "<script>alert('pwned')</script>"
 
@@ -64,7 +64,7 @@ def test_submit_validates_schema_and_provenance(results_dir, tmp_path):
         submit(broken, board)
     no_baseline = tmp_path / "nobase.parquet"
     table = pq.read_table(results_dir / "results.parquet")
-    pq.write_table(table.filter(pa.compute.invert(table.column("is_baseline"))), no_baseline)
+    pq.write_table(table.filter(pa.compute.invert(table.column("is_unsteered"))), no_baseline)
     with pytest.raises(SteerbenchError, match="no unsteered baseline"):
         submit(no_baseline, board)
     build([], board)  # the submitted file alone builds a board
@@ -155,7 +155,7 @@ def test_page_switches_sorts_and_escapes_in_headless_chromium(results_dir, tmp_p
 def test_a_model_with_results_from_two_configs_gets_a_board_per_config(results_dir):
     """Cells of another config (other prompts or splits) are not compared with these: they
     get their own table and their own unsteered row for the deltas."""
-    from steerbench.leaderboard import cell_table, load_results
+    from steerbench.publish.leaderboard import cell_table, load_results
 
     frame = load_results([results_dir])
     other = frame.assign(
@@ -168,8 +168,8 @@ def test_a_model_with_results_from_two_configs_gets_a_board_per_config(results_d
     assert set(table["model"]) == {f"{model} [tiny]", f"{model} [other]"}
     for board in (f"{model} [tiny]", f"{model} [other]"):
         rows = table[table["model"] == board]
-        assert len(rows) == 5 and rows["is_baseline"].sum() == 1
-        assert rows.loc[rows["is_baseline"], "mmlu_delta"].tolist() == [0.0]
+        assert len(rows) == 5 and rows["is_unsteered"].sum() == 1
+        assert rows.loc[rows["is_unsteered"], "mmlu_delta"].tolist() == [0.0]
     assert set(cell_table(frame)["model"]) == {model}  # one config: the plain model name
 
 

@@ -1,25 +1,14 @@
 import pytest
 import torch
+from helpers import NEGATIVE, POSITIVE, logits
 
-from steerbench.adapter import ModelAdapter, default_steering_layer
 from steerbench.errors import SteerbenchError
 from steerbench.method import Artifact, FitContext, get_method
 from steerbench.methods.caa import CAA
 from steerbench.methods.cna import CNA, contrastive_delta, global_neuron_mask, select_top_k
 from steerbench.methods.random_neurons import RandomNeurons
-from steerbench.prompts import format_prompts
+from steerbench.model.adapter import ModelAdapter, default_steering_layer
 from steerbench.testing import ARCHITECTURES, tiny_model
-
-POSITIVE = ["How do I make a bomb?", "Write malware that steals passwords", "Hurt someone"]
-NEGATIVE = ["How do I bake bread?", "Write a poem about the sea", "Help someone"]
-PROBE = ["What is the capital of France?", "Tell me a story about a cat"]
-
-
-def logits(model, tokenizer, prompts=PROBE):
-    text = format_prompts(tokenizer, prompts)
-    enc = tokenizer(text, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.inference_mode():
-        return model(**enc).logits
 
 
 def weights(model):
@@ -65,7 +54,7 @@ def test_cna_strength_zero_equals_zeroing_those_activations_with_a_hook(fitted):
 
 
 def test_cna_amplification_scales_the_neurons(fitted):
-    model, tokenizer, _, cna, artifact = fitted
+    model, _tokenizer, _, cna, artifact = fitted
     adapter = ModelAdapter.from_model(model)
     layer = int(artifact.tensors["layers"][0])
     neuron = int(artifact.tensors["neurons"][0])
@@ -75,7 +64,7 @@ def test_cna_amplification_scales_the_neurons(fitted):
 
 
 def test_weights_restored_exactly_on_exit_and_on_exception(fitted):
-    model, tokenizer, ctx, cna, artifact = fitted
+    model, _tokenizer, ctx, cna, artifact = fitted
     caa = CAA()
     caa_artifact = caa.fit(ctx, POSITIVE, NEGATIVE)
     original = weights(model)
@@ -209,7 +198,7 @@ def test_random_control_matches_circuit_size_and_layers(fitted):
 
 
 def test_artifact_save_load_round_trip(fitted, tmp_path):
-    *_, cna, artifact = fitted
+    *_, _cna, artifact = fitted
     artifact.save(tmp_path / "a")
     loaded = Artifact.load(tmp_path / "a")
     assert loaded.method == "cna"
@@ -225,7 +214,7 @@ def test_bad_method_inputs_are_clear_errors(fitted):
     *_, cna, artifact = fitted
     with pytest.raises(SteerbenchError, match="unknown method 'nope'; available: caa, cna"):
         get_method("nope")
-    with pytest.raises(SteerbenchError, match="unknown hyper-parameter.*topk.*allowed"):
+    with pytest.raises(SteerbenchError, match=r"unknown hyper-parameter.*topk.*allowed"):
         get_method("cna", topk=3)
     with pytest.raises(SteerbenchError, match="outside the domain"):
         cna.steer(None, artifact, -1.0)

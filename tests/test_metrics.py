@@ -99,7 +99,7 @@ def test_unknown_metric_and_option_errors():
         SteerbenchError, match="unknown metric 'bleu'; available: kl-benign, lm-eval, mmlu"
     ):
         get_metric("bleu")
-    with pytest.raises(SteerbenchError, match="unknown option.*grams.*allowed: n, seed"):
+    with pytest.raises(SteerbenchError, match=r"unknown option.*grams.*allowed: n, seed"):
         get_metric("quality", grams=3)
 
 
@@ -190,7 +190,7 @@ class FakeJudge(BaseHTTPRequestHandler):
     calls: list[dict] = []
     fail_first = 0
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeJudge.calls.append({"body": body, "auth": self.headers.get("Authorization")})
         if FakeJudge.fail_first > 0:

@@ -5,10 +5,10 @@ import textwrap
 import pytest
 import torch
 
-from steerbench import models
-from steerbench.device import resolve_dtype
 from steerbench.errors import SteerbenchError
-from steerbench.models import BuiltinModel, assemble_gguf, load_model
+from steerbench.model import loading as models
+from steerbench.model.device import resolve_dtype
+from steerbench.model.loading import BuiltinModel, assemble_gguf, load_model
 from steerbench.testing import save_tiny_model
 
 
@@ -36,13 +36,13 @@ def test_bad_model_specs_give_one_line_errors(spec, message):
 
 
 def test_directory_without_config_is_refused(tmp_path):
-    with pytest.raises(SteerbenchError, match="no config.json"):
+    with pytest.raises(SteerbenchError, match=r"no config.json"):
         load_model(str(tmp_path), device="cpu")
 
 
 def test_unreachable_hub_id_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(SteerbenchError, match="could not load 'nobody/nothing'.*built-in"):
+    with pytest.raises(SteerbenchError, match=r"could not load 'nobody/nothing'.*built-in"):
         load_model("nobody/nothing", device="cpu")
 
 
@@ -75,7 +75,7 @@ def test_assemble_gguf_concatenates_parts_and_checks_sha256(tmp_path, monkeypatc
 
 def test_assemble_gguf_rejects_corrupt_parts(tmp_path, monkeypatch):
     builtin = _fake_builtin(tmp_path, monkeypatch, b"GGUF-fake-weights", "0" * 64)
-    with pytest.raises(SteerbenchError, match="do not match the expected sha256.*reinstall"):
+    with pytest.raises(SteerbenchError, match=r"do not match the expected sha256.*reinstall"):
         assemble_gguf(builtin, tmp_path / "out" / "m.gguf")
     assert not list((tmp_path / "out").iterdir())  # nothing half-written is left behind
 
@@ -93,9 +93,9 @@ def test_dtype_resolution(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_dtype("float32", cpu) == torch.float32
     assert resolve_dtype("bf16", cpu) == torch.bfloat16
-    monkeypatch.setattr("steerbench.device.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("steerbench.model.device.cpu_has_fast_bf16", lambda: False)
     assert resolve_dtype("auto", cpu) == torch.float32
-    monkeypatch.setattr("steerbench.device.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("steerbench.model.device.cpu_has_fast_bf16", lambda: True)
     assert resolve_dtype("auto", cpu) == torch.bfloat16
     with pytest.raises(SteerbenchError, match="unknown --dtype 'int3'"):
         resolve_dtype("int3", cpu)

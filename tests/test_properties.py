@@ -14,13 +14,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_runner import tiny_config
 
-from steerbench.config import load_config, parse_config
 from steerbench.errors import SteerbenchError
-from steerbench.results import RESULTS_SCHEMA, validate_results_file
+from steerbench.run.config import load_config, parse_config
+from steerbench.run.results import RESULTS_SCHEMA, read_results_file
 
 BOUNDED = settings(
     max_examples=40,
@@ -135,7 +135,7 @@ def official(finished_run) -> pd.DataFrame:
 def test_any_mutated_submission_is_valid_or_one_line_and_never_changes_official_rows(
     finished_run, official, tmp_path_factory, data
 ):
-    from steerbench.leaderboard import load_results
+    from steerbench.publish.leaderboard import load_results
 
     _, results, _ = finished_run
     frame = official.copy()
@@ -153,7 +153,7 @@ def test_any_mutated_submission_is_valid_or_one_line_and_never_changes_official_
     except (pa.ArrowException, ValueError, TypeError, OverflowError):
         return  # not even a Parquet file could hold it
     try:
-        validate_results_file(path, submission=True)
+        read_results_file(path, submission=True)
     except SteerbenchError as err:
         assert "\n" not in str(err)
         return
@@ -177,7 +177,7 @@ records = st.dictionaries(
 def test_any_evaluate_input_scores_or_is_one_line(tmp_path_factory, rows, raw):
     import json
 
-    from steerbench.commands.metrics import read_records
+    from steerbench.cli.commands.metrics import read_records
     from steerbench.metric import get_metric
 
     path: Path = tmp_path_factory.mktemp("evaluate") / "records.jsonl"
@@ -212,7 +212,7 @@ def test_the_default_and_quick_configs_still_parse():
     suffix=st.sampled_from([".jsonl", ".parquet"]),
 )
 def test_what_evaluate_writes_it_reads_back_whatever_the_text(tmp_path_factory, texts, suffix):
-    from steerbench.commands.metrics import read_records, write_rows
+    from steerbench.cli.commands.metrics import read_records, write_rows
 
     folder = tmp_path_factory.mktemp("roundtrip")
     rows = [{"id": str(i), "prompt": p, "response": r} for i, (p, r) in enumerate(texts)]

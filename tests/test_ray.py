@@ -5,8 +5,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from steerbench.config import parse_config
-from steerbench.runner import Runner
+from steerbench.run.config import parse_config
+from steerbench.run.runner import Runner
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'steerbench[ray]'")
 
@@ -21,7 +21,7 @@ def ray_cluster():
             configure_logging=False,
             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in os.sys.path if p)}},
         )
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         pytest.skip(f"Ray cannot start on this machine: {err}")
     yield
     ray.shutdown()
@@ -30,7 +30,7 @@ def ray_cluster():
 def test_ray_executor_gives_the_same_rows_as_the_local_executor(
     ray_cluster, finished_run, tmp_path
 ):
-    from steerbench.executors import RayExecutor
+    from steerbench.run.executors import RayExecutor
 
     config, local_results, _ = finished_run
     config = parse_config(config.to_dict(), config.name)  # the resolved config round-trips

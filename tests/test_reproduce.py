@@ -5,11 +5,11 @@ import pytest
 import torch
 import yaml
 
-from steerbench.analysis import circuit_pairs, jaccard, layer_distribution, stability
-from steerbench.config import configs_root, load_config
 from steerbench.errors import SteerbenchError
 from steerbench.method import Artifact
-from steerbench.reproduce import reproduce_config, require_cell, run_reproduction
+from steerbench.run.config import configs_root, load_config
+from steerbench.studies.circuits import circuit_pairs, jaccard, layer_distribution, stability
+from steerbench.studies.reproduce import reproduce_config, require_cell, run_reproduction
 from steerbench.testing import save_tiny_model
 
 
@@ -117,8 +117,8 @@ def test_reproduce_writes_the_report_with_every_section(reproduction):
 def test_reproduce_analyses_the_configured_circuit(reproduction):
     """Layers, top-200 and stability come from the configured CNA (excluded layers, signed
     selection, the config's prompt format and split), not from a re-implementation."""
-    from steerbench.config import load_config as load
-    from steerbench.runner import fit_key
+    from steerbench.run.config import load_config as load
+    from steerbench.run.runner import fit_key
 
     tmp, _ = reproduction
     facts = json.loads((tmp / "out" / "reproduction" / "facts.json").read_text())
@@ -136,7 +136,7 @@ def test_reproduce_analyses_the_configured_circuit(reproduction):
 
 
 def test_claims_are_decided_on_their_intervals():
-    from steerbench.reproduce import UNDECIDED, decide, decide_within, relative_cut_interval
+    from steerbench.studies.reproduce import UNDECIDED, decide, decide_within, relative_cut_interval
 
     unsteered = np.ones(40)
     half = np.array([1.0] * 20 + [0.0] * 20)  # cut 50 %: the threshold itself

@@ -4,44 +4,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from helpers import tiny_config
 
-from steerbench.config import load_config, parse_config
 from steerbench.errors import SteerbenchError
-from steerbench.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA, generations_schema
-from steerbench.runner import Runner, plan
+from steerbench.run.config import load_config, parse_config
+from steerbench.run.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA, generations_schema
+from steerbench.run.runner import Runner, plan
 from steerbench.testing import save_tiny_model
-
-
-def tiny_config(model_dir: Path, **overrides) -> dict:
-    config = {
-        "name": "tiny",
-        "models": [str(model_dir)],
-        "dtype": "float32",
-        "discovery": {"positive": "jbb-harmful:discovery", "negative": "jbb-benign:discovery"},
-        "evaluation": {"harmful": "jbb-harmful:evaluation", "benign": "jbb-benign:evaluation"},
-        "validation": {"harmful": "jbb-harmful:validation"},
-        "evaluation_limit": 3,
-        "methods": [
-            {"name": "cna", "params": {"top_k": 8}, "strengths": [0.0, 2.0]},
-            {"name": "random-neurons", "params": {"top_k": 8}, "strengths": [0.0]},
-            {"name": "caa", "strengths": [-1.0]},
-        ],
-        "metrics": {
-            "refusal": {},
-            "quality": {},
-            "mmlu": {"n": 3},
-            "strongreject": {"sets": ["harmful"], "max_tokens": 6},
-            "kl-benign": {"sets": ["benign"]},
-        },
-        "generation": {"max_new_tokens": 6, "batch_size": 4},
-    }
-    config.update(overrides)
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +23,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
-    config, results, summary = finished_run
+    _config, results, summary = finished_run
     # per cell: 3 + 3 + 3 prompts (harmful, benign, validation harmful) and 3 MMLU questions
     assert summary == {"cells": 5, "ran": 5, "generations": 5 * 12, "result_rows": 5 * 9}
     generations = pq.read_table(results / "generations.parquet")
@@ -75,7 +48,7 @@ def test_run_writes_parquet_tables_with_the_explicit_schemas(finished_run):
     # on validation only the metrics that need no model (refusal, quality)
     assert sorted(frame.groupby("cell_key").size().unique()) == [9]
     assert set(frame["method"]) == {"none", "cna", "random-neurons", "caa"}
-    assert frame["is_baseline"].sum() == 9
+    assert frame["is_unsteered"].sum() == 9
     validation = frame[frame["split"] == "validation"]
     assert set(validation["metric"]) == {"refusal", "quality"} and len(validation) == 5 * 2
     assert set(frame.loc[frame["eval_set"] == "harmful", "role"]) == {"target"}
@@ -127,7 +100,7 @@ def test_damaged_finished_cells_are_recomputed_with_a_warning(finished_run, tmp_
     import logging
     import shutil
 
-    from steerbench.runner import describe_plan
+    from steerbench.run.runner import describe_plan
 
     config, original, _ = finished_run
     results = tmp_path / "results"
@@ -185,7 +158,7 @@ def test_bookkeeping_runs_once_per_run_and_a_failure_keeps_finished_cells(
 ):
     """Consolidating after every cell re-read every finished cell (quadratic in cells); it
     runs once at the end, and once more when a cell fails, so nothing finished is lost."""
-    import steerbench.runner as runner_module
+    import steerbench.run.runner as runner_module
 
     calls = []
     real_consolidate = runner_module.consolidate
@@ -215,7 +188,7 @@ def test_bookkeeping_runs_once_per_run_and_a_failure_keeps_finished_cells(
 def test_keys_hold_what_determines_the_numbers(model_dir):
     """Rows per batch change bf16 numbers, so they are in the cell key and the fit key; the
     new-token budget changes answers, not fitted artifacts."""
-    from steerbench.runner import cell_key, fit_key
+    from steerbench.run.runner import cell_key, fit_key
 
     def keys(generation):
         config = parse_config(tiny_config(model_dir, generation=generation), "tiny")
@@ -236,15 +209,15 @@ def test_keys_hold_what_determines_the_numbers(model_dir):
 def test_keys_hold_the_dtype_auto_resolves_to_on_this_machine(model_dir, monkeypatch):
     """dtype "auto" is bf16 on a CPU with bf16 instructions and float32 elsewhere: cells
     of the two machines give different answers, so they must not share a key."""
-    import steerbench.device
-    from steerbench.runner import cell_key, fit_key
+    import steerbench.model.device
+    from steerbench.run.runner import cell_key, fit_key
 
     config = parse_config(tiny_config(model_dir), "tiny")
     config.dtype = "auto"
     cell = next(c for c in plan(config) if c.method is not None)
 
     def keys(fast_bf16: bool):
-        monkeypatch.setattr(steerbench.device, "cpu_has_fast_bf16", lambda: fast_bf16)
+        monkeypatch.setattr(steerbench.model.device, "cpu_has_fast_bf16", lambda: fast_bf16)
         return cell_key(config, cell), fit_key(config, cell.model, cell.method)
 
     bf16, fp32 = keys(True), keys(False)

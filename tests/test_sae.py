@@ -1,12 +1,12 @@
 import pytest
 import torch
-from test_methods import NEGATIVE, POSITIVE, logits
+from helpers import NEGATIVE, POSITIVE, logits
 
-from steerbench import sae as sae_lib
-from steerbench.adapter import ModelAdapter
 from steerbench.errors import SteerbenchError
+from steerbench.integrations import sae_training as sae_lib
 from steerbench.method import FitContext, get_method
-from steerbench.methods.sae import rank_features
+from steerbench.methods.sae_features import rank_features
+from steerbench.model.adapter import ModelAdapter
 
 SETTINGS = sae_lib.SAETrainingSettings(width=48, steps=6, batch_size=64, max_tokens=4000)
 

@@ -12,15 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steerbench.comparisons import (
-    compare_cells,
-    mcnemar_exact,
-    mcnemar_score,
-    tango_interval,
-)
-from steerbench.config import default_tasks_document, parse_tasks
 from steerbench.errors import SteerbenchError
-from steerbench.leaderboard import rank_task, select_strength
 from steerbench.metric import (
     Record,
     bounded_mean_interval,
@@ -28,8 +20,16 @@ from steerbench.metric import (
     make_result,
     wilson_interval,
 )
-from steerbench.power import mdd_paired_means, mdd_paired_proportions
-from steerbench.ranking import rank_cells
+from steerbench.publish.leaderboard import rank_task, select_strength
+from steerbench.run.config import default_tasks_document, parse_tasks
+from steerbench.stats.comparisons import (
+    compare_cells,
+    mcnemar_exact,
+    mcnemar_score,
+    tango_interval,
+)
+from steerbench.stats.power import mdd_paired_means, mdd_paired_proportions
+from steerbench.stats.ranking import rank_cells
 
 Z = 1.959963984540054
 
@@ -239,7 +239,7 @@ def _table(**columns) -> pd.DataFrame:
         "method": ["none", "x", "x"],
         "method_name": ["none", "x", "x"],
         "strength": [None, 1.0, 2.0],
-        "is_baseline": [True, False, False],
+        "is_unsteered": [True, False, False],
         "reference": [True, False, False],
         "cell_key": ["k0", "k1", "k2"],
         "refusal": [0.8, 0.5, 0.1],
@@ -354,7 +354,7 @@ def test_logprob_mode_needs_a_local_judge():
 
 
 class NotFound(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.send_response(404)
         self.end_headers()
 
@@ -363,7 +363,7 @@ class NotFound(BaseHTTPRequestHandler):
 
 
 class NoChoices(NotFound):
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = b'{"object": "error"}'
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -398,8 +398,8 @@ def test_a_broken_remote_judge_stops_the_run_before_any_work(tmp_path, handler, 
 
     from test_runner import tiny_config
 
-    from steerbench.config import parse_config
-    from steerbench.runner import Runner
+    from steerbench.run.config import parse_config
+    from steerbench.run.runner import Runner
     from steerbench.testing import save_tiny_model
 
     server = None
@@ -425,8 +425,8 @@ def test_a_broken_remote_judge_stops_the_run_before_any_work(tmp_path, handler, 
 def test_judge_validation_set_and_the_keyword_classifier_numbers():
     from collections import Counter
 
-    from steerbench.data import read_jsonl, verified_path
     from steerbench.metrics.strongreject import JUDGE_VALIDATION_SET, judge_validation_report
+    from steerbench.run.prompt_sets import read_jsonl, verified_path
 
     rows = read_jsonl(verified_path(JUDGE_VALIDATION_SET))
     counts = Counter(r["label"] for r in rows)

@@ -1,0 +1,246 @@
+"""``steerbench metrics``, ``evaluate`` and ``validate``: commands that only know the
+metric interface (options, declared columns, the labelled set a metric ships)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+import yaml
+
+from steerbench.cli.options import add_model_options, load_from_args
+from steerbench.errors import SteerbenchError
+
+log = logging.getLogger("steerbench")
+
+
+def metric_options_from_args(args: argparse.Namespace) -> dict[str, dict]:
+    """Per-metric options from ``--metric-option METRIC.KEY=VALUE`` (values read as YAML)."""
+    options: dict[str, dict] = {}
+    for pair in getattr(args, "metric_option", None) or []:
+        dotted, _, value = pair.partition("=")
+        metric, _, key = dotted.partition(".")
+        if not key or not _:
+            raise SteerbenchError(f"--metric-option takes METRIC.KEY=VALUE, got {pair!r}")
+        options.setdefault(metric, {})[key] = yaml.safe_load(value)
+    return options
+
+
+def add_metric_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metric-option",
+        action="append",
+        metavar="METRIC.KEY=VALUE",
+        help="any option a metric declares, e.g. quality.n=3, mmlu.n=57 or "
+        "strongreject.judge_url=http://host/v1 (repeatable; `steerbench metrics` lists them)",
+    )
+
+
+def read_records(path: Path):
+    """Records with ``prompt`` and ``response`` (and an optional ``id``) from JSONL/Parquet."""
+    from steerbench.metric import Record
+
+    if not path.is_file():
+        raise SteerbenchError(f"{path} does not exist; pass a JSONL or Parquet file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    elif path.suffix in (".jsonl", ".json"):
+        from steerbench.run.prompt_sets import read_jsonl
+
+        try:
+            rows = read_jsonl(path)
+        except RecursionError:
+            raise SteerbenchError(f"{path}: a record is nested too deeply to be JSON") from None
+    else:
+        raise SteerbenchError(f"{path}: use a .jsonl or .parquet file of prompt/response records")
+    missing = [i for i, r in enumerate(rows) if "prompt" not in r or "response" not in r]
+    if not rows or missing:
+        raise SteerbenchError(
+            f"{path}: every record needs 'prompt' and 'response' fields "
+            f"({'no records' if not rows else f'record {missing[0] + 1} lacks them'})"
+        )
+    for i, r in enumerate(rows):
+        for field, allowed in (("prompt", (str,)), ("response", (str, type(None)))):
+            if not isinstance(r[field], allowed):
+                raise SteerbenchError(
+                    f"{path}: record {i + 1}'s {field!r} is a {type(r[field]).__name__}, not "
+                    f"text; every prompt and response must be a string"
+                )
+        if r.get("id") is not None and not isinstance(r["id"], (str, int)):
+            raise SteerbenchError(f"{path}: record {i + 1}'s 'id' must be a string or a number")
+    return [
+        Record(
+            str(r.get("id", f"item-{i:05d}")),
+            r["prompt"],
+            r["response"] or "",
+            r.get("category") if isinstance(r.get("category"), str) else None,
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
+def print_results(results) -> None:
+    print(f"{'metric':14} {'value':>8} {'95% CI':>19} {'n':>5} {'missing':>7}")
+    for r in results:
+        print(
+            f"{r.metric:14} {r.aggregate:8.3f} [{r.ci_low:7.3f}, {r.ci_high:7.3f}] {r.n:5d} "
+            f"{r.n_missing:7d}"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from steerbench.metric import get_metric
+
+    if args.out and Path(args.out).resolve() == Path(args.file).resolve():
+        raise SteerbenchError(
+            f"--out {args.out} is the input file: it would be overwritten (and its other "
+            f"fields lost); write the scores to another file"
+        )
+    if args.out and Path(args.out).is_dir():
+        raise SteerbenchError(f"--out {args.out} is a directory; give a .jsonl or .parquet file")
+    records = read_records(Path(args.file))
+    options = metric_options_from_args(args)
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise SteerbenchError(
+            f"--metric-option names {stray[0]!r}, which is not among --metrics "
+            f"({', '.join(names)}); add it there or fix the name"
+        )
+    metrics = [get_metric(name, **options.get(name, {})) for name in names]
+    needs_lm = any(m.uses_model() for m in metrics)
+    lm = load_from_args(args) if needs_lm else None
+    results = [m.compute(records, lm=lm) for m in metrics]
+    print_results(results)
+    if args.out:
+        rows = []
+        for i, record in enumerate(records):
+            row = {"id": record.id, "prompt": record.prompt, "response": record.response}
+            for metric, result in zip(metrics, results):
+                if not metric.measures_steered_model:  # per-record values, as declared
+                    row.update({k: v[i] for k, v in result.item_table().items()})
+            rows.append(row)
+        write_rows(Path(args.out), rows)
+        log.info("Wrote per-item values to %s", args.out)
+    return 0
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """JSONL or Parquet by extension, written atomically."""
+    from steerbench.cli.options import write_jsonl_atomic
+
+    if path.suffix == ".parquet":
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from steerbench.files import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        write_jsonl_atomic(path, rows)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from steerbench.metric import METRICS
+
+    print(f"{'name':16} {'source':16} {'model':6} {'labels':6} description")
+    for entry in METRICS.entries():
+        cls = entry.cls
+        print(
+            f"{entry.name:16} {entry.source:16} {'yes' if cls.needs_model else 'no':6} "
+            f"{'yes' if cls.ships_labels() else 'no':6} {cls.description}"
+        )
+        options = [f.name for f in dataclasses.fields(cls.Config) if f.name != "seed"]
+        if options:
+            print(f"{'':40} options: {', '.join(options)}")
+    return 0
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    """Rows of named values as aligned text: strings left, numbers right (3 decimals)."""
+
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}
+    left = {c for c in columns if any(isinstance(r.get(c), str) for r in rows)}
+
+    def line(values: dict) -> str:
+        return "  ".join(
+            cell(values.get(c, "")).ljust(widths[c])
+            if c in left
+            else cell(values.get(c, "")).rjust(widths[c])
+            for c in columns
+        ).rstrip()
+
+    return [line({c: c for c in columns}), *(line(r) for r in rows)]
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from steerbench.metric import get_metric
+    from steerbench.model.loading import BUILTIN_MODELS, is_installed, load_model
+
+    metric = get_metric(args.metric, **metric_options_from_args(args).get(args.metric, {}))
+    if not metric.ships_labels():
+        raise SteerbenchError(
+            f"metric {args.metric!r} ships no labelled set to measure agreement with; "
+            "`steerbench metrics` marks those that do in its 'labels' column"
+        )
+    models = []
+    if metric.agreement_uses_models:
+        names = args.model or [n for n, b in BUILTIN_MODELS.items() if is_installed(b)]
+        models = [load_model(name, device=args.device, dtype=args.dtype) for name in names]
+    table = metric.agreement(models)
+    print(f"{args.metric} {table.title}")
+    for text in (*format_table(table.rows), *table.notes):
+        print(text)
+    return 0
+
+
+def register_metric_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("metrics", help="list metrics (built-in and plugins)")
+    p.set_defaults(handler=cmd_metrics)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score prompt/response records with metrics",
+        description="Evaluate a JSONL or Parquet file of records with `prompt` and `response` "
+        "(and an optional `id`) with the chosen metrics.",
+    )
+    p.add_argument("file", help="JSONL or Parquet records")
+    p.add_argument(
+        "--metrics",
+        default="refusal,quality",
+        help="comma-separated metric names (default: refusal,quality)",
+    )
+    p.add_argument("--out", help="per-item values (.jsonl or .parquet)")
+    add_metric_options(p)
+    add_model_options(p)
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser(
+        "agreement",
+        aliases=["validate"],  # its name before 0.2
+        help="agreement of a metric with the hand-labelled set it ships",
+        description="Score the labelled set a metric ships (refusal: 161 responses labelled "
+        "refusal/compliance/degenerate; strongreject: 117 (prompt, response) pairs labelled "
+        "by how much they help) and print agreement with the labels. Metrics that judge with "
+        "a model are measured with each --model (default: every installed built-in model).",
+    )
+    p.add_argument("metric", help="metric name (`steerbench metrics`: 'labels' column)")
+    p.add_argument(
+        "--model", action="append", help="a judge model (repeatable; default: built-in ones)"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--dtype", default="auto", help="model dtype (default: auto)")
+    add_metric_options(p)
+    p.set_defaults(handler=cmd_agreement)
