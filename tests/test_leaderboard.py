@@ -8,7 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from steerbench.errors import SteerbenchError
-from steerbench.publish.leaderboard import build, publish, published_sources, submit
+from steerbench.publish.intake import publish, submit
+from steerbench.publish.leaderboard import build
+from steerbench.publish.sources import published_sources
 from steerbench.run.results import consolidate
 from steerbench.stats.comparisons import compare_cells
 
@@ -155,7 +157,8 @@ def test_page_switches_sorts_and_escapes_in_headless_chromium(results_dir, tmp_p
 def test_a_model_with_results_from_two_configs_gets_a_board_per_config(results_dir):
     """Cells of another config (other prompts or splits) are not compared with these: they
     get their own table and their own unsteered row for the deltas."""
-    from steerbench.publish.leaderboard import cell_table, load_results
+    from steerbench.publish.cells import cell_table
+    from steerbench.publish.sources import load_results
 
     frame = load_results([results_dir])
     other = frame.assign(
