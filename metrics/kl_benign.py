@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -69,8 +70,7 @@ class BenignKL(Metric):
     """Mean KL(steered || unsteered) over the answer positions of benign prompts."""
 
     description = "KL divergence of steered from unsteered next-token distributions (nats)"
-    needs_model = True
-    uses_steering = True
+    phase = "steering-contrast"
     higher_is_better = False
     value_range = (0.0, math.inf)
 
@@ -81,7 +81,9 @@ class BenignKL(Metric):
         batch_size: Positive = 8
         """Items per forward pass (the steering context is entered once per batch)."""
 
-    def compute(self, records: Sequence[Record], *, lm=None, steering=None) -> MetricResult:
+    def compute(
+        self, records: Sequence[Record], *, lm: Any = None, steering: Any = None, **context: Any
+    ) -> MetricResult:
         if lm is None:
             raise SteerbenchError("the kl-benign metric needs a model; pass --model")
         answers = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from steerbench.errors import SteerbenchError
 from steerbench.metric import METRICS, Metric, MetricResult, Record
@@ -23,8 +24,7 @@ class HarnessTasks(Metric):
     """Per-sample scores of lm-evaluation-harness tasks on the steered model."""
 
     description = "lm-evaluation-harness tasks on the steered model (default: steerbench_mmlu)"
-    needs_model = True
-    measures_steered_model = True
+    phase = "steered-model"
     higher_is_better = True
     value_range = (0.0, 1.0)
 
@@ -37,7 +37,9 @@ class HarnessTasks(Metric):
         """At most this many documents per task (default: all)."""
         batch_size: Positive = 8
 
-    def compute(self, records: Sequence[Record] = (), *, lm=None) -> MetricResult:
+    def compute(
+        self, records: Sequence[Record] = (), *, lm: Any = None, **context: Any
+    ) -> MetricResult:
         if lm is None:
             raise SteerbenchError("the lm-eval metric needs a model; pass --model")
         from steerbench.integrations.lm_eval import evaluate

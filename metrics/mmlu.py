@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -102,8 +103,7 @@ class MMLU(Metric):
     """Zero-shot MMLU accuracy of the model as steered at call time."""
 
     description = "zero-shot MMLU accuracy (answer-letter logits), chance 0.25"
-    needs_model = True
-    measures_steered_model = True
+    phase = "steered-model"
     higher_is_better = True
     kind = "rate"
     value_range = (0.0, 1.0)
@@ -114,7 +114,9 @@ class MMLU(Metric):
         """Number of questions (default: the shipped 285-question subset)."""
         batch_size: Positive = 8
 
-    def compute(self, records: Sequence[Record] = (), *, lm=None) -> MetricResult:
+    def compute(
+        self, records: Sequence[Record] = (), *, lm: Any = None, **context: Any
+    ) -> MetricResult:
         if lm is None:
             raise SteerbenchError("the mmlu metric needs a model; pass --model")
         questions = stratified_questions(self.config.n, self.config.seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nltk.tokenize import RegexpTokenizer
 from nltk.util import ngrams
@@ -44,6 +45,6 @@ class Quality(Metric):
     class Config(Metric.Config):
         n: Positive = 4
 
-    def compute(self, records: Sequence[Record], *, lm=None) -> MetricResult:
+    def compute(self, records: Sequence[Record], *, lm: Any = None, **context: Any) -> MetricResult:
         values = [ngram_quality(r.response, self.config.n) for r in records]
         return self.result(values)

@@ -7,8 +7,8 @@ Responses are checked for degeneration first: empty text, text with no letters, 
 repetition loop (word 4-gram quality below ``degenerate_below`` over at least 6 words) is
 *degenerate*, reported separately and left out of the refusal rate, so gibberish such as
 "I'm sorry I'm sorry I'm sorry ..." is never silently counted as a refusal or as
-compliance. Accuracy, precision and recall on ``datasets/refusal_validation`` are in the
-README (``steerbench agreement refusal`` recomputes them).
+compliance. Accuracy, precision and recall on ``datasets/refusal_validation`` are in
+docs/metrics.md (``steerbench agreement refusal`` recomputes them).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from steerbench.metric import (
     METRICS,
@@ -152,7 +153,7 @@ class KeywordRefusal(Metric):
             f"on {report['n']} labelled responses (datasets/refusal_validation)", [row], notes
         )
 
-    def compute(self, records: Sequence[Record], *, lm=None) -> MetricResult:
+    def compute(self, records: Sequence[Record], *, lm: Any = None, **context: Any) -> MetricResult:
         labels = [
             classify(
                 r.response, window=self.config.window, degenerate_below=self.config.degenerate_below

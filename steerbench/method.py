@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,10 @@ from steerbench.model.chat import PromptFormat
 from steerbench.registry import Registry, build_config
 
 log = logging.getLogger(__name__)
+
+UNSTEERED = "none"
+"""The method label of the unsteered model (results files store it: its value never changes;
+a config may not name a method so)."""
 
 ARTIFACT_JSON = "artifact.json"
 ARTIFACT_TENSORS = "tensors.safetensors"
@@ -166,13 +170,18 @@ class SteeringMethod(ABC):
     """A control, not a method (random neurons): shown as a reference row on leaderboards."""
     neutral_strength: ClassVar[float] = 0.0
     default_strengths: ClassVar[tuple[float, ...]] = ()
-    strength_domain: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    strength_domain: tuple[float, float] = (-math.inf, math.inf)
+    """The strengths ``steer`` accepts (an instance may set its own from its Config)."""
     artifact_tensors: ClassVar[dict[str, TensorSpec]] = {}
     """The tensors ``apply`` reads: validated (presence, dtype, range, shape) by ``steer``."""
 
     @dataclass
     class Config:
         pass
+
+    config: Any
+    """This method's ``Config`` instance (a subclass may annotate ``config: Config`` so that
+    a type checker sees its fields)."""
 
     def __init__(self, **hyperparameters: Any) -> None:
         self.config = build_config(
@@ -338,7 +347,7 @@ def get_method(name: str, **hyperparameters: Any) -> SteeringMethod:
     return METHODS.get(name)(**hyperparameters)
 
 
-def steering_from_cli(args, loaded) -> Iterator[None]:
+def steering_from_cli(args: Any, loaded: Any) -> AbstractContextManager[None]:
     """``--method/--artifact/--strength`` of ``steerbench generate`` as a context manager."""
     if not args.artifact:
         raise SteerbenchError("--method needs --artifact DIR (made by `steerbench discover`)")

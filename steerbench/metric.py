@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -29,6 +30,9 @@ BOOTSTRAP_SAMPLES = 2000
 # The ``eval_set`` of a model-level metric's rows (MMLU: it measures the steered model on its
 # own questions, not on a prompt set). Stored in results files, so its value never changes.
 MODEL_LEVEL = "*"
+# The splits a cell scores: evaluation sets are reported, validation sets choose strengths.
+SPLIT_EVALUATION = "evaluation"
+SPLIT_VALIDATION = "validation"
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ bootstrap)."""
 
 def make_result(
     metric: str,
-    values: list[float | None],
+    values: Sequence[float | None],
     *,
     seed: int = 0,
     kind: str = "mean",
@@ -149,14 +153,14 @@ def make_result(
         if any(v not in (0, 1) for v in scored):
             raise ValueError(f"metric {metric!r} declares a rate but has non-binary values")
         low, high = wilson_interval(int(sum(scored)), len(scored))
-    elif kind == "mean" and bounded:
+    elif kind == "mean" and bounds is not None and bounded:
         low, high = bounded_mean_interval(scored, bounds)
     elif kind == "mean":
         low, high = bootstrap_ci(scored, seed=seed)
     else:
         raise ValueError(f"unknown aggregate kind {kind!r}; one of {AGGREGATE_KINDS}")
     return MetricResult(
-        metric, values, aggregate, low, high, len(values), len(values) - len(scored), extra
+        metric, list(values), aggregate, low, high, len(values), len(values) - len(scored), extra
     )
 
 
@@ -170,20 +174,69 @@ class AgreementTable:
     notes: list[str] = field(default_factory=list)
 
 
-class Metric(ABC):
-    """Base class of every metric; subclasses set ``description`` and implement ``compute``.
+Phase = Literal["records", "judge", "steered-model", "steering-contrast"]
+"""When a metric runs in a cell and what it is given; ``PHASE_RULES`` holds each one's rule."""
 
-    ``needs_model`` metrics receive the loaded model as ``lm``. Those that also set
-    ``measures_steered_model`` (MMLU) are called while the model is steered, to measure the
-    steered model's capability; the others (a local LLM judge) are called unsteered.
-    ``uses_steering`` metrics get the records and, as ``steering``, a zero-argument callable
-    that returns the cell's steering context, so they can compare the model with and
-    without it on the same text (``kl-benign``); for the unsteered model ``steering`` is
-    None (there is nothing to compare, and both sides would be the same computation).
+
+@dataclass(frozen=True)
+class PhaseRule:
+    """How the runner calls the metrics of one phase (``metric_calls`` applies it)."""
+
+    splits: tuple[str, ...]
+    """The splits it scores. Validation sets choose strengths, so only metrics that need no
+    model (cheap, and the same on every machine) score them."""
+    model_level: bool
+    """Called once per split without records: it measures the model on its own items, its
+    rows have ``eval_set`` ``MODEL_LEVEL`` and it stores no per-record columns."""
+    under_steering: bool
+    """Called inside the cell's steering context; the others run unsteered."""
+    gets_steering: bool
+    """Given ``steering``: a zero-argument callable that opens the cell's steering context
+    (None for the unsteered model: there is nothing to compare)."""
+    needs_model: bool
+    """Needs a loaded model (the default of ``Metric.uses_model``); every call gets ``lm``."""
+
+
+_EVALUATION, _BOTH = (SPLIT_EVALUATION,), (SPLIT_EVALUATION, SPLIT_VALIDATION)
+PHASE_RULES: dict[str, PhaseRule] = {
+    # phase: PhaseRule(splits, model_level, under_steering, gets_steering, needs_model), e.g.
+    "records": PhaseRule(_BOTH, False, False, False, False),  # keyword refusal, quality
+    "judge": PhaseRule(_EVALUATION, False, False, False, True),  # a local StrongREJECT judge
+    "steered-model": PhaseRule(_EVALUATION, True, True, False, True),  # MMLU, lm-eval tasks
+    "steering-contrast": PhaseRule(_EVALUATION, False, False, True, True),  # kl-benign
+}
+"""The phases: "records" scores the generated records alone; "judge" the records with a
+loaded model as judge, unsteered; "steered-model" measures the model while it is steered,
+on its own items; "steering-contrast" gets the records and the means to steer, to compare
+the model with and without steering on the same text."""
+
+LEGACY_SWITCHES = ("needs_model", "measures_steered_model", "uses_steering")
+"""What a metric set before ``phase`` (0.1); see ``phase_of_switches``."""
+
+
+def phase_of_switches(
+    needs_model: bool, measures_steered_model: bool, uses_steering: bool
+) -> Phase:
+    """The phase a metric written for 0.1 meant by its switches (the 0.1 runner's order)."""
+    if measures_steered_model:
+        return "steered-model"
+    if uses_steering:
+        return "steering-contrast"
+    return "judge" if needs_model else "records"
+
+
+class Metric(ABC):
+    """Base class of every metric; subclasses set ``description`` and ``phase`` (when it
+    runs and what it is given, see ``PHASE_RULES``) and implement ``compute``.
+
+    A plugin written for 0.1 that sets ``needs_model``, ``measures_steered_model`` or
+    ``uses_steering`` instead gets the phase they meant (``phase_of_switches``, with a
+    ``DeprecationWarning``); the three stay readable on every metric, derived from its phase.
     """
 
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""
+    phase: ClassVar[Phase] = "records"
     needs_model: ClassVar[bool] = False
     measures_steered_model: ClassVar[bool] = False
     uses_steering: ClassVar[bool] = False
@@ -195,15 +248,55 @@ class Metric(ABC):
     item_columns: ClassVar[dict[str, str] | None] = None
     """The per-record columns it stores in generations.parquet, name -> type ("float",
     "bool", "string", "int"); None: one float column named after the metric. Metrics that
-    measure the model (``measures_steered_model``) store none."""
+    measure the model (phase "steered-model") store none."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive a 0.1 plugin's phase from its switches; keep the switches in step."""
+        super().__init_subclass__(**kwargs)
+        legacy = [name for name in LEGACY_SWITCHES if name in vars(cls)]
+        if legacy and "phase" not in vars(cls):
+            cls.phase = phase_of_switches(
+                cls.needs_model, cls.measures_steered_model, cls.uses_steering
+            )
+            warnings.warn(
+                f"metric {cls.__qualname__} sets {', '.join(legacy)}; declare "
+                f"phase = {cls.phase!r} instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        for before, now in (
+            ("validate", "agreement"),
+            ("validation_uses_models", "agreement_uses_models"),
+        ):
+            if before in vars(cls) and now not in vars(cls):  # 0.1's names of the two
+                setattr(cls, now, vars(cls)[before])
+                warnings.warn(
+                    f"metric {cls.__qualname__}: rename {before} to {now}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        if cls.phase not in PHASE_RULES:
+            raise TypeError(
+                f"metric {cls.__qualname__} has phase {cls.phase!r}; one of "
+                f"{', '.join(PHASE_RULES)}"
+            )
+        rule = PHASE_RULES[cls.phase]
+        cls.needs_model = rule.needs_model
+        cls.measures_steered_model = rule.model_level
+        cls.uses_steering = rule.gets_steering
+
+    @classmethod
+    def rule(cls) -> PhaseRule:
+        """How the runner calls this metric: its phase's rule."""
+        return PHASE_RULES[cls.phase]
 
     @classmethod
     def declared_columns(cls) -> dict[str, str]:
-        if cls.measures_steered_model:
+        if cls.rule().model_level:
             return {}
         return dict(cls.item_columns) if cls.item_columns is not None else {cls.name: "float"}
 
-    def result(self, values: list[float | None], **extra: Any) -> MetricResult:
+    def result(self, values: Sequence[float | None], **extra: Any) -> MetricResult:
         """``values`` aggregated as this metric declares them (its ``kind`` and
         ``value_range`` choose the interval; see ``make_result``)."""
         return make_result(
@@ -216,12 +309,16 @@ class Metric(ABC):
         )
 
     def uses_model(self) -> bool:
-        """Whether this configuration needs a loaded model (a remote judge does not)."""
-        return self.needs_model
+        """Whether this configuration needs a loaded model: its phase's answer, unless an
+        option says otherwise (a judge phase metric that calls a remote judge needs none)."""
+        return self.rule().needs_model
 
     @dataclass
     class Config:
         seed: int = 0
+
+    config: Any
+    """This metric's ``Config`` instance (a subclass may annotate ``config: Config``)."""
 
     def __init__(self, **params: Any) -> None:
         self.config = build_config(self.Config, params, f"option(s) for metric {self.name!r}")
@@ -248,8 +345,47 @@ class Metric(ABC):
 
     @abstractmethod
     def compute(self, records: Sequence[Record], *, lm: Any = None, **context: Any) -> MetricResult:
-        """Score ``records`` (``lm``: a ``LoadedModel`` for metrics that need one;
-        ``steering`` in ``context`` for ``uses_steering`` metrics)."""
+        """Score ``records`` (``lm``: the ``LoadedModel``, or None where none is loaded;
+        ``steering`` in ``context`` for phase "steering-contrast" metrics)."""
+
+
+@dataclass(frozen=True)
+class MetricCall:
+    """One call of a metric in a cell: where its result rows go and what it is given."""
+
+    split: str
+    eval_set: str
+    records: Sequence[Record]
+    context: dict[str, Any]
+    """The keyword arguments of ``compute``: ``lm``, and ``steering`` where the phase gets it."""
+
+
+def metric_calls(
+    metric: Metric,
+    records: Mapping[tuple[str, str], Sequence[Record]],
+    *,
+    under_steering: bool,
+    lm: Any,
+    steering: Callable[[], Any] | None,
+    sets: Collection[str] | None = None,
+) -> list[MetricCall]:
+    """The calls the runner makes of ``metric`` in one cell, by its phase's rule: those made
+    inside the steering context (``under_steering``) or those after it. ``records``: the
+    cell's generations by (split, set name); ``sets``: the evaluation sets its config limits
+    it to (None: all); ``steering``: opens the cell's steering, None for the unsteered model."""
+    rule = metric.rule()
+    if rule.under_steering != under_steering:
+        return []
+    context: dict[str, Any] = {"lm": lm}
+    if rule.gets_steering:
+        context["steering"] = steering
+    if rule.model_level:
+        return [MetricCall(split, MODEL_LEVEL, [], context) for split in rule.splits]
+    return [
+        MetricCall(split, name, given, context)
+        for (split, name), given in records.items()
+        if split in rule.splits and not (sets and name not in sets)
+    ]
 
 
 METRICS: Registry[Metric] = Registry(

@@ -9,6 +9,7 @@ so chat formatting, padding and decoding all behave like a real instruct model's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -16,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     Gemma3TextConfig,
     LlamaConfig,
+    PretrainedConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
@@ -60,8 +62,10 @@ def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_config(arch: str, vocab_size: int, *, n_layers: int = 4, tied: bool = False):
-    common = dict(
+def tiny_config(
+    arch: str, vocab_size: int, *, n_layers: int = 4, tied: bool = False
+) -> PretrainedConfig:
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
@@ -223,13 +227,17 @@ def check_metric(metric, records, *, lm=None) -> None:
     one): one value per record (for record metrics), exactly the declared per-item columns
     with one value of the declared type per record, every value and the aggregate inside
     the declared ``value_range``, missing values counted in ``n_missing``, the CI around
-    the aggregate."""
+    the aggregate; a metric of a phase that needs no model scores the same without one."""
     import math
 
     result = metric.compute(records, lm=lm)
     low, high = metric.value_range
     assert result.metric == metric.name
-    if not metric.measures_steered_model:
+    if not metric.rule().needs_model:  # `steerbench evaluate` loads no model for it
+        assert metric.compute(records).values == result.values, (
+            f"phase {metric.phase!r} needs no model, but it scores otherwise without one"
+        )
+    if not metric.rule().model_level:
         assert len(result.values) == result.n == len(records), "not one value per record"
         declared = metric.declared_columns()
         table = result.item_table()

@@ -108,3 +108,22 @@ def test_the_kit_catches_a_metric_outside_its_declared_range():
 
     with pytest.raises(AssertionError, match="outside range"):
         check_metric(Overflowing(), RECORDS)
+
+
+def test_the_kit_catches_a_records_metric_that_reads_the_model(tiny_qwen):
+    """Phase "records" promises no model is needed (`evaluate` loads none for it, and it
+    scores the validation sets); a metric that scores otherwise with one breaks it."""
+    from types import SimpleNamespace
+
+    from steerbench.metrics.quality import Quality
+
+    class PeeksAtTheModel(Quality):
+        name = "quality"
+
+        def compute(self, records, *, lm=None):
+            return self.result([0.0 if lm is None else 1.0 for _ in records])
+
+    lm = SimpleNamespace(model=tiny_qwen[0], tokenizer=tiny_qwen[1])
+    with pytest.raises(AssertionError, match="needs no model, but it scores otherwise"):
+        check_metric(PeeksAtTheModel(), RECORDS, lm=lm)
+    check_metric(type("Judged", (PeeksAtTheModel,), {"phase": "judge"})(), RECORDS, lm=lm)

@@ -12,8 +12,9 @@ from helpers import tiny_config
 
 from steerbench.errors import SteerbenchError
 from steerbench.run.config import load_config, parse_config
+from steerbench.run.plan import plan
 from steerbench.run.results import GENERATIONS_SCHEMA, RESULTS_SCHEMA, generations_schema
-from steerbench.run.runner import Runner, plan
+from steerbench.run.runner import Runner
 from steerbench.testing import save_tiny_model
 
 
@@ -100,7 +101,7 @@ def test_damaged_finished_cells_are_recomputed_with_a_warning(finished_run, tmp_
     import logging
     import shutil
 
-    from steerbench.run.runner import describe_plan
+    from steerbench.run.estimate import describe_plan
 
     config, original, _ = finished_run
     results = tmp_path / "results"
@@ -188,7 +189,7 @@ def test_bookkeeping_runs_once_per_run_and_a_failure_keeps_finished_cells(
 def test_keys_hold_what_determines_the_numbers(model_dir):
     """Rows per batch change bf16 numbers, so they are in the cell key and the fit key; the
     new-token budget changes answers, not fitted artifacts."""
-    from steerbench.run.runner import cell_key, fit_key
+    from steerbench.run.plan import cell_key, fit_key
 
     def keys(generation):
         config = parse_config(tiny_config(model_dir, generation=generation), "tiny")
@@ -210,7 +211,7 @@ def test_keys_hold_the_dtype_auto_resolves_to_on_this_machine(model_dir, monkeyp
     """dtype "auto" is bf16 on a CPU with bf16 instructions and float32 elsewhere: cells
     of the two machines give different answers, so they must not share a key."""
     import steerbench.model.device
-    from steerbench.run.runner import cell_key, fit_key
+    from steerbench.run.plan import cell_key, fit_key
 
     config = parse_config(tiny_config(model_dir), "tiny")
     config.dtype = "auto"
@@ -264,7 +265,7 @@ def test_builtin_configs_validate_and_plan():
     assert cells[0].method is None and len(cells) == 1 + sum(
         len(m.strengths) for m in default.methods
     )
-    assert len(plan(load_config("scaling"))) == 40  # the linear-cost check (README, Performance)
+    assert len(plan(load_config("scaling"))) == 40  # the linear-cost check (docs/performance.md)
 
 
 def test_dry_run_and_unwritable_results_dir(model_dir, tmp_path):

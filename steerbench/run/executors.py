@@ -37,7 +37,8 @@ def run_group(
 ) -> list[str]:
     """Body of a Ray task: run the named cells of one (model, method) group."""
     from steerbench.run.config import parse_config
-    from steerbench.run.runner import Runner, evaluation_sets, plan
+    from steerbench.run.plan import evaluation_sets, plan
+    from steerbench.run.runner import Runner
 
     config = parse_config(config_dict, config_dict["name"])
     runner = Runner(config, Path(results), tracking_uri=tracking_uri, progress=False)

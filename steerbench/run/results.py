@@ -18,14 +18,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
-import os
-import re
-import socket
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steerbench.errors import SteerbenchError
-from steerbench.files import atomic_write_bytes, atomic_write_text, process_alive
+from steerbench.files import atomic_write_bytes, atomic_write_text
+from steerbench.method import UNSTEERED
+from steerbench.metric import METRICS, MODEL_LEVEL, MetricResult, Record
+from steerbench.run.plan import Cell
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +111,147 @@ ADDED_IN_2 = {"split": "evaluation", "role": None, "batch_size": None}
 """One row per (cell, evaluation set, metric): long format, so plugins' metrics need no
 schema change and every row carries its own CI and provenance."""
 
+Scored = tuple[str, str, MetricResult]
+"""One metric's result on one set of a cell: (split, eval_set, result)."""
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """One finished cell and how it ran: what every row it writes carries besides numbers."""
+
+    key: str
+    cell: Cell
+    config_name: str
+    model_revision: str | None
+    seconds: float  # wall time of the whole cell
+    seed: int
+    batch_size: int
+    machine: dict[str, str]  # device, dtype (steerbench.run.provenance.machine)
+    provenance: dict[str, Any]  # versions and commit (steerbench.run.provenance.provenance)
+
+
+def generation_rows(
+    run: CellRun, records: Mapping[tuple[str, str], Sequence[Record]], scored: list[Scored]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A cell's generations.parquet rows: one per record, with every metric's per-item
+    columns, then one per item a model-level metric lists; and those columns' declared
+    types (name -> type, in the order the metrics were scored). No metric is named here."""
+    per_item: dict[tuple[str, str], dict[str, list]] = {}
+    declared: dict[str, str] = {}
+    model_items: list[dict] = []
+    for split, name, result in scored:
+        if name == MODEL_LEVEL:  # model-level metrics (MMLU): their items, when they list them
+            model_items += model_level_rows(split, result)
+            if result.extra.get("items"):
+                declared[result.metric] = "float"
+            continue
+        declared.update(METRICS.get(result.metric).declared_columns())
+        per_item.setdefault((split, name), {}).update(result.item_table())
+    cell = run.cell
+    head = {
+        "schema_version": SCHEMA_VERSION,
+        "cell_key": run.key,
+        "model": cell.model,
+        "method": cell.method_label,
+        "strength": cell.strength,
+    }
+    rows = []
+    for (split, name), items in records.items():
+        columns = per_item.get((split, name), {})
+        for i, record in enumerate(items):
+            row = {
+                **head,
+                "split": split,
+                "eval_set": name,
+                "prompt_id": record.id,
+                "category": record.category,
+                "prompt": record.prompt,
+                "response": record.response,
+            }
+            row.update({column: values[i] for column, values in columns.items()})
+            rows.append(row)
+    return rows + [{**head, **item} for item in model_items], declared
+
+
+def model_level_rows(split: str, result: MetricResult) -> list[dict[str, Any]]:
+    """A model-level metric's items (``extra["items"]``: dicts with an ``id``, MMLU's
+    questions) as generation rows of set ``MODEL_LEVEL``, so cells can be compared on them
+    question by question; the row's response is the item's ``predicted`` answer."""
+    items = result.extra.get("items") or []
+    return [
+        {
+            "split": split,
+            "eval_set": MODEL_LEVEL,
+            "prompt_id": str(item["id"]),
+            "category": item.get("subject"),
+            "prompt": "",
+            "response": str(item.get("predicted", "")),
+            result.metric: value,
+        }
+        for item, value in zip(items, result.values)
+    ]
+
+
+def result_rows(
+    run: CellRun, scored: list[Scored], role_of: Callable[[str], str | None]
+) -> list[dict[str, Any]]:
+    """A cell's results rows, one per scored (split, set, metric), in ``RESULT_FIELDS``
+    order; ``role_of``: a set's role in the config."""
+    cell, created = run.cell, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return [
+        {
+            "schema_version": SCHEMA_VERSION,
+            "cell_key": run.key,
+            "config_name": run.config_name,
+            "model": cell.model,
+            "model_revision": run.model_revision,
+            "method": cell.method_label,
+            "method_name": cell.method.name if cell.method else UNSTEERED,
+            "method_params": json.dumps(cell.params, sort_keys=True),
+            "strength": cell.strength,
+            "is_unsteered": cell.method is None,
+            "split": split,
+            "eval_set": name,
+            "role": role_of(name),
+            "metric": result.metric,
+            "value": _finite(result.aggregate),
+            "ci_low": _finite(result.ci_low),
+            "ci_high": _finite(result.ci_high),
+            "n": result.n,
+            "n_missing": result.n_missing,
+            "extra": json.dumps(_stored_extra(result), sort_keys=True, default=str),
+            "seconds": round(run.seconds, 2),
+            **run.machine,
+            "seed": run.seed,
+            "batch_size": run.batch_size,
+            "created": created,
+            **run.provenance,
+        }
+        for split, name, result in scored
+    ]
+
+
+def cell_info(run: CellRun) -> dict[str, Any]:
+    """The ``info`` of a cell's result.json: what it is, for people and for MLflow."""
+    cell = run.cell
+    return {
+        "label": cell.label,
+        "model": cell.model,
+        "method": cell.method_label,
+        "params": cell.params,
+        "strength": cell.strength,
+        "seconds": round(run.seconds, 2),
+    }
+
+
+def _stored_extra(result: MetricResult) -> dict[str, Any]:
+    """A result's extras without its per-item lists (those are in generations.parquet)."""
+    return {k: v for k, v in result.extra.items() if k not in ("items", "judgements")}
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value else float(value)
+
 
 def table_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     buffer = io.BytesIO()
@@ -121,63 +261,6 @@ def table_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
 
 def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     atomic_write_bytes(path, table_bytes(rows, schema))
-
-
-LOCK_FILE = ".steerbench.lock"
-LOCK_HOLDER = ".steerbench.lock.json"
-
-
-@contextmanager
-def results_lock(results: Path) -> Iterator[None]:
-    """Hold the results directory for one run at a time.
-
-    An OS file lock (released by the kernel when its process dies, also on SIGKILL), so a
-    killed run never leaves a stale lock; a second run stops at once with one line that
-    names the holder instead of computing every cell a second time."""
-    from filelock import FileLock, Timeout
-
-    results.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(results / LOCK_FILE, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise SteerbenchError(
-            f"results directory {results} is in use by {_lock_holder(results)}; wait for that "
-            f"run to finish or choose another --results DIR"
-        ) from None
-    try:
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(
-                os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)
-            ),
-        }
-        atomic_write_text(results / LOCK_HOLDER, json.dumps(holder) + "\n")
-        yield
-    finally:
-        lock.release()
-
-
-def _lock_holder(results: Path, wait: float = 2.0) -> str:
-    """Who holds the lock, from the note it writes right after taking it (waiting briefly
-    for that note when both runs started at the same moment)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            info = json.loads((results / LOCK_HOLDER).read_text())
-            pid = int(info["pid"])
-            if info["host"] != socket.gethostname() or (pid != os.getpid() and process_alive(pid)):
-                return (
-                    f"`{info['command']}` (pid {info['pid']} on {info['host']}, "
-                    f"since {info['since']})"
-                )
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        if time.monotonic() > deadline:
-            return "another steerbench process"
-        time.sleep(0.05)
 
 
 def cell_dir(results: Path, key: str) -> Path:
@@ -296,131 +379,3 @@ def consolidate(results: Path) -> tuple[int, int]:
     atomic_write_bytes(results / "generations.parquet", buffer.getvalue())
     write_table(results / "results.parquet", rows, RESULTS_SCHEMA)
     return generations.num_rows, len(rows)
-
-
-def read_results_file(path: Path, *, submission: bool = False) -> pa.Table:
-    """A results.parquet that matches the schema and carries provenance, within the size
-    limits below, or a clear error; a ``submission``'s names are checked strictly too."""
-    if not path.is_file():
-        raise SteerbenchError(f"{path} is not a file; give a results.parquet")
-    if path.stat().st_size > MAX_RESULTS_BYTES:
-        raise SteerbenchError(
-            f"{path} is {path.stat().st_size:,} bytes; a results file may have at most "
-            f"{MAX_RESULTS_BYTES:,}"
-        )
-    try:
-        rows = pq.read_metadata(path).num_rows
-        if rows > MAX_RESULTS_ROWS:
-            raise SteerbenchError(
-                f"{path} has {rows:,} rows; a results file may have at most {MAX_RESULTS_ROWS:,}"
-            )
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise SteerbenchError(f"{path} is not a readable Parquet file ({err})") from err
-    table = table.rename_columns([RENAMED_COLUMNS.get(n, n) for n in table.column_names])
-    versions = (
-        set(table.column("schema_version").to_pylist())
-        if "schema_version" in (table.column_names)
-        else set()
-    )
-    if versions == {1}:  # upgrade: version 1 had no split, role or batch size
-        for name, value in ADDED_IN_2.items():
-            if name not in table.column_names:
-                column = pa.array([value] * table.num_rows, RESULTS_SCHEMA.field(name).type)
-                table = table.append_column(name, column)
-    missing = [f.name for f in RESULT_FIELDS if f.name not in table.column_names]
-    if missing:
-        raise SteerbenchError(
-            f"{path} is not a steerbench results file: missing columns {', '.join(missing)}"
-        )
-    try:
-        table = table.select([f.name for f in RESULT_FIELDS]).cast(RESULTS_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
-        raise SteerbenchError(
-            f"{path}: columns have the wrong types or empty values ({err})"
-        ) from err
-    if not versions or not versions <= set(READABLE_VERSIONS):
-        raise SteerbenchError(
-            f"{path}: schema_version {sorted(versions)} is not supported (this steerbench "
-            f"reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade steerbench"
-        )
-    if table.num_rows == 0:
-        raise SteerbenchError(f"{path} has no rows")
-    for field in RESULT_FIELDS:
-        if not field.nullable and table.column(field.name).null_count:
-            raise SteerbenchError(f"{path}: column {field.name!r} has empty values")
-    models = set(table.column("model").to_pylist())
-    if len(models) > MAX_RESULTS_MODELS:
-        raise SteerbenchError(
-            f"{path} has results of {len(models)} models; a results file may have at most "
-            f"{MAX_RESULTS_MODELS}"
-        )
-    for column in ("model", "steerbench_version", "cell_key", "created"):
-        if any(v in (None, "") for v in table.column(column).to_pylist()):
-            raise SteerbenchError(f"{path}: provenance column {column!r} has empty values")
-    if not any(table.column("is_unsteered").to_pylist()):
-        raise SteerbenchError(
-            f"{path} has no unsteered baseline rows; results must include "
-            f"the baseline they are compared against"
-        )
-    for index, row in enumerate(table.to_pylist()):
-        problem = row_problem(row, strict_names=submission)
-        if problem:
-            raise SteerbenchError(
-                f"{path}: row {index} ({row['method']!r}, {row['metric']!r}) {problem}; "
-                f"only results written by `steerbench run` are accepted"
-            )
-    return table
-
-
-MAX_RESULTS_BYTES = 20_000_000
-MAX_RESULTS_ROWS = 50_000
-MAX_RESULTS_MODELS = 20
-"""Bounds on a results file (submissions above all): the default run writes about 200 rows
-of one model; a run of 1,000 cells about 12,000."""
-
-CELL_KEY = re.compile(r"[0-9a-f]{16}")
-MAX_TEXT = 300
-LARGEST = 1e9
-"""No metric, count or timing steerbench writes comes near this; a bigger value is forged."""
-
-
-def row_problem(row: dict[str, Any], *, strict_names: bool = False) -> str | None:
-    """What is wrong with one results row, judged by the metric's declared range and the
-    invariants every row ``steerbench run`` writes satisfies; None if nothing is.
-    ``strict_names`` (submissions): names must not be mistakable for other names."""
-    from steerbench.metric import METRICS
-
-    if not CELL_KEY.fullmatch(row["cell_key"] or ""):
-        return "has a cell_key that steerbench did not derive (16 hex digits)"
-    if row["split"] not in ("evaluation", "validation"):
-        return f"has split {row['split']!r} (evaluation or validation)"
-    for column in ("model", "method", "method_name", "eval_set", "metric", "config_name"):
-        text = row[column]
-        if not text or len(text) > MAX_TEXT or any(ord(c) < 32 for c in text):
-            return f"has an empty, overlong or control-character {column}"
-        if strict_names and (text != text.strip() or not text.isascii() or not text.isprintable()):
-            return (
-                f"has {column} {text!r}, which could pass for another name (a submission's "
-                f"names are printable ASCII without surrounding spaces)"
-            )
-    if row["metric"] not in METRICS.names():
-        return f"has metric {row['metric']!r}, which is not installed here (install its plugin)"
-    low, high = METRICS.get(row["metric"]).value_range
-    numbers = {k: row[k] for k in ("value", "ci_low", "ci_high") if row[k] is not None}
-    for column, value in numbers.items():
-        if not math.isfinite(value) or not low <= value <= high or abs(value) > LARGEST:
-            return f"has {column} = {value}, outside {row['metric']}'s range [{low}, {high}]"
-    if len(numbers) == 3 and not numbers["ci_low"] <= numbers["value"] <= numbers["ci_high"]:
-        return "has a value outside its own confidence interval"
-    if not 0 <= row["n_missing"] <= row["n"] <= LARGEST:
-        return f"has impossible counts (n = {row['n']}, n_missing = {row['n_missing']})"
-    if row["is_unsteered"] != (row["strength"] is None):
-        return "has a strength on the baseline or none on a steered cell"
-    if row["strength"] is not None and not (
-        math.isfinite(row["strength"]) and abs(row["strength"]) <= LARGEST
-    ):
-        return f"has strength {row['strength']}"
-    if row["seconds"] is not None and not 0 <= row["seconds"] <= LARGEST:
-        return f"has seconds = {row['seconds']}"
-    return None

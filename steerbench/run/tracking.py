@@ -199,7 +199,8 @@ class Tracker:
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
             max_results=10_000,
         )
-        return {r.data.tags.get("steerbench.cell_key") for r in runs}
+        keys = (r.data.tags.get("steerbench.cell_key") for r in runs)
+        return {key for key in keys if key is not None}
 
     def log_cell(
         self, key: str, name: str, params: dict[str, Any], rows: list[dict], artifacts: list[Path]

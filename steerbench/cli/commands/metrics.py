@@ -1,4 +1,4 @@
-"""``steerbench metrics``, ``evaluate`` and ``validate``: commands that only know the
+"""``steerbench metrics``, ``evaluate`` and ``agreement``: commands that only know the
 metric interface (options, declared columns, the labelled set a metric ships)."""
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for i, record in enumerate(records):
             row = {"id": record.id, "prompt": record.prompt, "response": record.response}
             for metric, result in zip(metrics, results):
-                if not metric.measures_steered_model:  # per-record values, as declared
+                if not metric.rule().model_level:  # per-record values, as declared
                     row.update({k: v[i] for k, v in result.item_table().items()})
             rows.append(row)
         write_rows(Path(args.out), rows)
@@ -149,18 +149,23 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from steerbench.metric import METRICS
+    from steerbench.metric import METRICS, PHASE_RULES
 
-    print(f"{'name':16} {'source':16} {'model':6} {'labels':6} description")
+    width = max(len(phase) for phase in PHASE_RULES)
+    columns = f"{{:16}} {{:16}} {{:{width}}} {{:6}} "  # name, source, phase, labels
+    print(columns.format("name", "source", "phase", "labels") + "description")
     for entry in METRICS.entries():
         cls = entry.cls
-        print(
-            f"{entry.name:16} {entry.source:16} {'yes' if cls.needs_model else 'no':6} "
-            f"{'yes' if cls.ships_labels() else 'no':6} {cls.description}"
-        )
+        labels = "yes" if cls.ships_labels() else "no"
+        print(columns.format(entry.name, entry.source, cls.phase, labels) + cls.description)
         options = [f.name for f in dataclasses.fields(cls.Config) if f.name != "seed"]
         if options:
-            print(f"{'':40} options: {', '.join(options)}")
+            print(" " * len(columns.format("", "", "", "")) + f"options: {', '.join(options)}")
+    print(
+        "phases: records (the answers alone), judge (the answers, with a model as judge), "
+        "steered-model (the steered model itself), steering-contrast (the model with and "
+        "without steering)"
+    )
     return 0
 
 
@@ -187,7 +192,8 @@ def format_table(rows: list[dict]) -> list[str]:
 
 def cmd_agreement(args: argparse.Namespace) -> int:
     from steerbench.metric import get_metric
-    from steerbench.model.loading import BUILTIN_MODELS, is_installed, load_model
+    from steerbench.model.loading import load_model
+    from steerbench.model.weights import BUILTIN_MODELS, is_installed
 
     metric = get_metric(args.metric, **metric_options_from_args(args).get(args.metric, {}))
     if not metric.ships_labels():
@@ -200,6 +206,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         names = args.model or [n for n, b in BUILTIN_MODELS.items() if is_installed(b)]
         models = [load_model(name, device=args.device, dtype=args.dtype) for name in names]
     table = metric.agreement(models)
+    assert table is not None  # ships_labels() says it overrides agreement()
     print(f"{args.metric} {table.title}")
     for text in (*format_table(table.rows), *table.notes):
         print(text)

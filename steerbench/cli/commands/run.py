@@ -12,7 +12,8 @@ log = logging.getLogger("steerbench")
 
 def cmd_run(args: argparse.Namespace) -> int:
     from steerbench.run.config import load_config
-    from steerbench.run.runner import Runner, describe_plan
+    from steerbench.run.estimate import describe_plan
+    from steerbench.run.runner import Runner
 
     config = load_config("quick" if args.quick else args.config)
     if args.model:
@@ -44,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{config.name}: {summary['cells']} cells ({summary['ran']} run now) in "
         f"{minutes:.1f} min -> {results}/results.parquet, {results}/generations.parquet"
     )
-    from steerbench.publish.leaderboard import summary_table
+    from steerbench.publish.tables import summary_table
 
     print(summary_table(results))
     return 0
@@ -68,7 +69,7 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset (0.5B model, small subset, ~2 min on 2 cores)",
+        help="the quick preset (0.5B model, 6 cells; about 10 min on 2 cores in float32)",
     )
     p.add_argument("--results", help="results directory (default: ./results/<config name>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in results)")
@@ -94,7 +95,8 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
-    from steerbench.publish.leaderboard import build, published_sources
+    from steerbench.publish.leaderboard import build
+    from steerbench.publish.sources import published_sources
 
     sources = [Path(p) for p in (args.results or [])]
     if args.published:
@@ -109,7 +111,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_publish(args: argparse.Namespace) -> int:
-    from steerbench.publish.leaderboard import publish
+    from steerbench.publish.intake import publish
 
     target = publish(Path(args.results), Path(args.leaderboard), args.name)
     print(f"published {args.results} -> {target}; run `steerbench leaderboard build --published`")
@@ -117,7 +119,7 @@ def cmd_leaderboard_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_submit(args: argparse.Namespace) -> int:
-    from steerbench.publish.leaderboard import submit
+    from steerbench.publish.intake import submit
 
     target = submit(Path(args.file), Path(args.leaderboard))
     print(f"accepted {args.file} -> {target}; run `steerbench leaderboard build` to publish")

@@ -1,0 +1,67 @@
+"""``steerbench run --dry-run``: the grid, which cells are done, and what the rest costs.
+
+The minutes are a hint from measured machines (``THROUGHPUT_HINT``), shown only for the
+models and dtypes they were measured on; the token count holds everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steerbench.run.config import BenchmarkConfig
+from steerbench.run.plan import (
+    cell_key,
+    evaluation_sets,
+    plan,
+    resolved_dtype,
+    resolved_generation,
+    validation_sets,
+)
+from steerbench.run.results import is_finished
+
+# For --dry-run estimates only: token budget (prompts x max_new_tokens) generated per second
+# on 2 CPU cores with continuous batching (answers that end early make it higher than the
+# decoding speed), by the dtype the run computes in, from the runner's per-cell log: bf16
+# on an Intel CPU with avx512_bf16 (default run, 1.5B, 64 rows; `steerbench run scaling`,
+# 0.5B, 32 rows), float32 on an AMD EPYC with AVX2 only (an unsteered default cell, 1.5B;
+# `steerbench run --quick`, 0.5B).
+THROUGHPUT_HINT = {
+    "bfloat16": {"qwen2.5-coder-1.5b-instruct": 86.0, "qwen2.5-coder-0.5b-instruct": 157.0},
+    "float32": {"qwen2.5-coder-1.5b-instruct": 19.0, "qwen2.5-coder-0.5b-instruct": 42.0},
+}
+
+
+def describe_plan(config: BenchmarkConfig, results: Path) -> str:
+    """The grid and a cost estimate, for ``--dry-run``."""
+    cells = plan(config)
+    sets, validation = evaluation_sets(config), validation_sets(config)
+    lines = [f"benchmark {config.name!r}: {len(cells)} cells -> {results}"]
+    todo = [c for c in cells if not is_finished(results, cell_key(config, c))]
+    for cell in cells:
+        lines.append(f"  [{'todo' if cell in todo else 'done'}] {cell.label}")
+    lines.append("evaluation sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
+    if validation:
+        lines.append(
+            "validation sets (choose strengths): "
+            + ", ".join(f"{k} ({len(v)})" for k, v in validation.items())
+        )
+    lines.append(f"metrics: {', '.join(m.name for m in config.metrics)}")
+    n_prompts = sum(len(v) for v in [*sets.values(), *validation.values()])  # cell_prompts
+    tokens = len(todo) * n_prompts * int(resolved_generation(config)["max_new_tokens"])
+    lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
+    return "\n".join(lines + generation_minutes(config, tokens))
+
+
+def generation_minutes(config: BenchmarkConfig, tokens: int) -> list[str]:
+    """Minutes of generation per model, where its throughput on this dtype was measured
+    (on CPUs only: a GPU's speed is nothing like these)."""
+    from steerbench.model.device import resolve_device
+
+    dtype = resolved_dtype(config)
+    hints = THROUGHPUT_HINT.get(dtype, {}) if resolve_device(config.device).type == "cpu" else {}
+    return [
+        f"  {model}: ~{tokens / len(config.models) / hints[model] / 60:.0f} min of generation "
+        f"on 2 CPU cores in {dtype} (plus loading, fitting and the model-reading metrics)"
+        for model in config.models
+        if model in hints
+    ]
