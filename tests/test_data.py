@@ -128,3 +128,24 @@ def test_duplicates_across_sets_are_reported():
     pairs = data.find_duplicates(["jbb-harmful", "advbench"])
     assert len(pairs) == 11
     assert all(a.source == "jbb-harmful" and b.source == "advbench" for a, b in pairs)
+
+
+def test_user_file_readers_stay_importable_from_prompt_sets_and_the_old_path(tmp_path):
+    """Plugins import ``PromptRecord`` and the readers from ``steerbench.data``."""
+    import importlib
+
+    from steerbench.run import prompt_files
+
+    old = importlib.import_module("steerbench.data")
+    assert old is data
+    for name in ("PromptRecord", "PROMPT_COLUMNS", "read_jsonl", "read_text", "read_rows"):
+        assert getattr(old, name) is getattr(prompt_files, name), name
+    (tmp_path / "p.jsonl").write_text('{"text": "a", "category": 3}\n')
+    assert data.load_prompt_file(tmp_path / "p.jsonl") == [
+        data.PromptRecord("p-0000", "a", "3", "p.jsonl")
+    ]
+
+
+def test_splits_follow_their_fractions_in_order():
+    assert data.SPLITS == ("discovery", "validation", "evaluation")
+    assert dict(zip(data.SPLITS, data.SPLIT_FRACTIONS))["validation"] == 0.2

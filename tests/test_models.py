@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from steerbench.errors import SteerbenchError
-from steerbench.model import loading as models
+from steerbench.model import loading
+from steerbench.model import weights as models
 from steerbench.model.device import resolve_dtype
-from steerbench.model.loading import BuiltinModel, assemble_gguf, load_model
+from steerbench.model.loading import load_model
+from steerbench.model.weights import BuiltinModel, assemble_gguf
 from steerbench.testing import save_tiny_model
 
 
@@ -104,3 +106,14 @@ def test_dtype_resolution(monkeypatch):
 def test_cache_dir_honours_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("STEERBENCH_CACHE", str(tmp_path))
     assert models.cache_dir() == tmp_path
+
+
+def test_the_weight_store_stays_importable_from_the_loader_and_the_old_path():
+    """Plugins written for 0.1 import the store's names from ``steerbench.models``."""
+    import importlib
+
+    old = importlib.import_module("steerbench.models")
+    assert old is loading
+    for name in ("BUILTIN_MODELS", "BuiltinModel", "assemble_gguf", "cache_dir", "is_installed"):
+        assert getattr(old, name) is getattr(models, name), name
+    assert set(loading.__all__) >= {"load_model", "LoadedModel", "DEFAULT_MODEL", "QUICK_MODEL"}

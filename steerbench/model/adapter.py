@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,7 +68,9 @@ class ModelAdapter:
                 f"architecture {model_type!r} is not supported; steerbench supports "
                 f"{', '.join(SUPPORTED_ARCHITECTURES)} (models with layers[i].mlp.down_proj)"
             )
-        backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+        # Hugging Face modules expose their children as dynamic attributes: typed as Any here.
+        found: Any = model
+        backbone: Any = found.get_decoder() if hasattr(found, "get_decoder") else found.model
         backbone = getattr(backbone, "language_model", backbone)
         layers = getattr(backbone, "layers", None)
         if layers is None or not all(hasattr(layer.mlp, "down_proj") for layer in layers):
@@ -88,8 +91,12 @@ class ModelAdapter:
     def d_model(self) -> int:
         return self.down_proj(0).out_features
 
+    def block(self, layer: int) -> Any:
+        """Decoder layer ``layer`` (its children are dynamic attributes, hence Any)."""
+        return self.layers[layer]
+
     def down_proj(self, layer: int) -> nn.Linear:
-        return self.layers[layer].mlp.down_proj
+        return self.block(layer).mlp.down_proj
 
     def site_width(self, kind: str) -> int:
         return {"mlp_in": self.d_mlp, "resid_post": self.d_model}[kind]
@@ -99,25 +106,23 @@ class ModelAdapter:
         """Gemma 2/3 normalise each sublayer's output before adding it to the residual
         stream, so a bias or a projection folded into ``o_proj``/``down_proj`` would be
         distorted by that norm; interventions on the stream then use hooks instead."""
-        return hasattr(self.layers[0], "post_feedforward_layernorm")
+        return hasattr(self.block(0), "post_feedforward_layernorm")
 
     @property
     def embeddings_tied(self) -> bool:
         """True when the unembedding shares the embedding's weight tensor (tied embeddings):
         an edit of one is then an edit of the other, so no method may fold into it."""
-        output = (
-            self.model.get_output_embeddings()
-            if hasattr(self.model, "get_output_embeddings")
-            else None
-        )
+        model: Any = self.model
+        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if output is None:
             return False
-        embed = self.backbone.embed_tokens.weight
+        backbone: Any = self.backbone
+        embed = backbone.embed_tokens.weight
         return output.weight is embed or output.weight.data_ptr() == embed.data_ptr()
 
     def residual_writers(self, layer: int) -> list[nn.Module]:
         """The modules whose outputs are added to the residual stream inside ``layer``."""
-        block = self.layers[layer]
+        block = self.block(layer)
         if self.has_post_norms:
             return [block.post_attention_layernorm, block.post_feedforward_layernorm]
         return [block.self_attn.o_proj, block.mlp.down_proj]

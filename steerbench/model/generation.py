@@ -22,17 +22,16 @@ KV cache is not a plain per-layer key/value cache, such as sliding-window layers
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from steerbench.errors import SteerbenchError
 from steerbench.model.chat import PromptFormat, encoded_batches, format_prompts, prompt_token_ids
+from steerbench.model.kv_batch import Row, RunningBatch, SharedPrefix
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,9 @@ class GenerationSettings:
             raise SteerbenchError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.refill_rows is None:
             object.__setattr__(self, "refill_rows", max(1, self.batch_size // 8))
-        if not 1 <= self.refill_rows <= self.batch_size:
+        refill = self.refill_rows
+        assert refill is not None  # set just above
+        if not 1 <= refill <= self.batch_size:
             raise SteerbenchError(
                 f"refill_rows must be between 1 and batch_size ({self.batch_size}), "
                 f"got {self.refill_rows}"
@@ -190,138 +191,6 @@ def _generate_static(model, tokenizer, prompts, settings, fmt, bar) -> list[list
     return tokens
 
 
-@dataclass
-class _Row:
-    """One prompt being answered: its prompt ids, answer so far and own processors."""
-
-    index: int
-    prompt: list[int]
-    processors: list = field(default_factory=list)
-    answer: list[int] = field(default_factory=list)
-
-
-class _Batch:
-    """The running rows and their shared KV cache (padding, hidden by the attention mask,
-    where rows of different lengths meet)."""
-
-    def __init__(self, model, device: torch.device) -> None:
-        self.model, self.device = model, device
-        self.rows: list[_Row] = []
-        self.cache = None
-        self.mask: torch.Tensor | None = None  # [rows, cache length], 1 = real token
-        self.positions: torch.Tensor | None = None  # [rows]: position of each next token
-
-    def prefill(self, rows: list[_Row], prefix: _Prefix | None, pad_id: int) -> torch.Tensor:
-        """Run the new prompts (after the shared prefix, whose cache is reused) in a fresh
-        cache, join them to the batch; returns their next-token logits."""
-        from transformers.cache_utils import DynamicCache
-
-        device = self.device
-        start = prefix.length if prefix else 0
-        suffixes = [row.prompt[start:] for row in rows]
-        width = max(map(len, suffixes))
-        ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=device)
-        mask = torch.tensor(
-            [[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device
-        )
-        positions = (start + mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        if prefix:
-            cache = copy.deepcopy(prefix.cache)
-            cache.batch_repeat_interleave(len(rows))
-            mask = torch.cat([mask.new_ones(len(rows), prefix.length), mask], dim=1)
-        else:
-            cache = DynamicCache(config=self.model.config)
-        logits = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
-        self._join(rows, cache, mask, positions[:, -1] + 1)
-        return logits
-
-    def _join(self, rows, cache, mask, positions) -> None:
-        if self.cache is None:
-            self.rows, self.cache, self.mask, self.positions = list(rows), cache, mask, positions
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat(
-                [_left_pad(mine.values, width), _left_pad(theirs.values, width)]
-            )
-        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
-        self.positions = torch.cat([self.positions, positions])
-        self.rows.extend(rows)
-
-    def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
-        """Feed each row its latest token; returns the next-token logits."""
-        ones = torch.ones_like(self.mask[:, :1])
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        logits = self.model(
-            input_ids=next_tokens[:, None],
-            attention_mask=self.mask,
-            position_ids=self.positions[:, None],
-            cache=self.cache,
-            use_cache=True,
-        ).logits[:, -1]
-        self.positions = self.positions + 1
-        return logits
-
-    def keep(self, keep: list[int]) -> None:
-        """Drop every row not in ``keep``, and the cache columns only they needed."""
-        if not keep:
-            self.rows, self.cache, self.mask, self.positions = [], None, None, None
-            return
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[index]
-        start = int((mask.sum(0) > 0).nonzero()[0])  # leading columns that are all padding
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
-        self.mask, self.positions = mask[:, start:], self.positions[index]
-        self.rows = [self.rows[i] for i in keep]
-
-
-@dataclass
-class _Prefix:
-    """The tokens every prompt of a call starts with (the chat template's system turn),
-    run once: each prompt's own pass starts after it."""
-
-    length: int
-    cache: object
-
-    @classmethod
-    def shared_by(cls, model, prompts: list[list[int]], device: torch.device) -> _Prefix | None:
-        """None for a single prompt or a prefix too short to be worth a pass; always leaves
-        each prompt at least two tokens of its own, so its own pass is never taken for a
-        one-token decoding step."""
-        from transformers.cache_utils import DynamicCache
-
-        length = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 2)  # noqa: RUF071 - a string prefix
-        if len(prompts) < 2 or length < 2:
-            return None
-        cache = DynamicCache(config=model.config)
-        model(
-            input_ids=torch.tensor([prompts[0][:length]], device=device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return cls(length, cache)
-
-
-def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
 def _eos_ids(model, tokenizer) -> set[int]:
     eos = model.generation_config.eos_token_id
     if eos is None:
@@ -333,7 +202,11 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     """Decode ``settings.batch_size`` rows at a time; finished rows are replaced by the
     next waiting prompts, ``settings.refill_rows`` or more at once (longest prompts first,
     so joined prompts need little padding)."""
-    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers.generation.logits_process import (
+        LogitsProcessor,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     from steerbench.model.levels import active_logits_processors
 
@@ -342,9 +215,9 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     texts = format_prompts(tokenizer, prompts, fmt)
     ids = prompt_token_ids(tokenizer, texts, chat=chat)
     waiting = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))[::-1]  # pop() longest
-    prefix = _Prefix.shared_by(model, ids, device)
+    prefix = SharedPrefix.shared_by(model, ids, device)
     eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
-    warpers = []
+    warpers: list[LogitsProcessor] = []
     if settings.do_sample:
         warpers = [TemperatureLogitsWarper(settings.temperature)]
         if settings.top_p < 1:
@@ -352,15 +225,16 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     processing = bool(active_logits_processors())
     tokens: list[list[int]] = [[] for _ in prompts]
-    batch = _Batch(model, device)
+    batch = RunningBatch(model, device)
     logits = None
     while waiting or batch.rows:
         free = settings.batch_size - len(batch.rows)
         if waiting and free >= min(settings.refill_rows, len(waiting)):
             new = [waiting.pop() for _ in range(min(free, len(waiting)))]
-            rows = [_Row(i, ids[i], active_logits_processors() if processing else []) for i in new]
+            rows = [Row(i, ids[i], active_logits_processors() if processing else []) for i in new]
             new_logits = batch.prefill(rows, prefix, _pad_id(tokenizer))
             logits = new_logits if logits is None else torch.cat([logits, new_logits])
+        assert logits is not None  # the first pass always prefills
         scores = logits.float()
         if processing:
             scores = torch.cat(
@@ -389,7 +263,7 @@ def _generate_continuous(model, tokenizer, prompts, settings, fmt, bar) -> list[
     return tokens
 
 
-def _process(row: _Row, scores: torch.Tensor, device) -> torch.Tensor:
+def _process(row: Row, scores: torch.Tensor, device) -> torch.Tensor:
     """The row's own processors on its own ids so far, as if it were generated alone."""
     ids = torch.tensor([row.prompt + row.answer], device=device)
     for processor in row.processors:

@@ -16,11 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is not imported at run time: this module stays cheap to import
+    import torch
+
+    # A transformers ``LogitsProcessor``: (input ids, scores) -> new scores.
+    LogitsProcessorLike = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 LEVELS = ("input", "model", "output")
 
 _INSTRUCTIONS: ContextVar[tuple[str, ...]] = ContextVar("steerbench_instructions", default=())
-_PROCESSORS: ContextVar[tuple[Callable[[], object], ...]] = ContextVar(
+_PROCESSORS: ContextVar[tuple[Callable[[], LogitsProcessorLike], ...]] = ContextVar(
     "steerbench_logits_processors", default=()
 )
 
@@ -41,7 +48,7 @@ def active_instructions() -> tuple[str, ...]:
 
 
 @contextmanager
-def logits_processor(factory: Callable[[], object]) -> Iterator[None]:
+def logits_processor(factory: Callable[[], LogitsProcessorLike]) -> Iterator[None]:
     """Inside the block, generation applies a fresh ``factory()`` (a transformers
     ``LogitsProcessor``) to every batch it decodes."""
     token = _PROCESSORS.set((*_PROCESSORS.get(), factory))
@@ -51,6 +58,6 @@ def logits_processor(factory: Callable[[], object]) -> Iterator[None]:
         _PROCESSORS.reset(token)
 
 
-def active_logits_processors() -> list[object]:
+def active_logits_processors() -> list[LogitsProcessorLike]:
     """Fresh processors for one ``generate`` call (they may keep per-batch state)."""
     return [factory() for factory in _PROCESSORS.get()]
