@@ -7,7 +7,8 @@ from steerbench.method import FitContext, get_method
 from steerbench.model.generation import GenerationSettings, generate
 from steerbench.model.loading import LoadedModel
 from steerbench.run.config import MetricSpec, load_config
-from steerbench.studies.bench import format_table, reference_hooks, run_bench
+from steerbench.studies.bench import reference_hooks, run_bench
+from steerbench.studies.bench_table import format_table
 
 PROMPTS = [
     "Hi",

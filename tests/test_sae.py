@@ -204,3 +204,56 @@ def test_sae_that_cannot_be_subset_is_refused(tmp_path, tiny_qwen):
     model, tokenizer = tiny_qwen
     with pytest.raises(SteerbenchError, match="architecture 'topk' is not supported"):
         get_method("sae", sae=str(tmp_path)).fit(FitContext(model, tokenizer), POSITIVE, NEGATIVE)
+
+
+def test_sae_train_reuses_cached_activations_only_from_the_same_source(tmp_path, caplog):
+    """A rerun with another layer, model or token count recaptures (and says so); a rerun
+    with the same ones reuses the cache untouched."""
+    import logging
+
+    from steerbench.cli.main import main
+    from steerbench.model.loading import load_model
+    from steerbench.testing import save_tiny_model
+
+    first = save_tiny_model(tmp_path / "first", "qwen2", seed=0)
+    other = save_tiny_model(tmp_path / "other", "qwen2", seed=1)
+    out = tmp_path / "sae"
+    cache = out / "activations.safetensors"
+    small = ["--steps", "3", "--width", "8", "--batch-size", "32", "--device", "cpu"]
+
+    def train(model, layer: int, max_tokens: int = 400) -> torch.Tensor:
+        argv = ["sae", "train", "--out", str(out), "--model", str(model), "--layer", str(layer)]
+        assert main([*argv, *small, "--dtype", "float32", "--max-tokens", str(max_tokens)]) == 0
+        return sae_lib.load_cached_residuals(cache)
+
+    def captured(model, layer: int, max_tokens: int = 400) -> torch.Tensor:
+        loaded = load_model(str(model), device="cpu", dtype="float32")
+        texts = sae_lib.training_texts()
+        return sae_lib.collect_residuals(
+            loaded.model, loaded.tokenizer, texts, layer, max_tokens=max_tokens, progress=False
+        )
+
+    assert torch.equal(train(first, 1), captured(first, 1))
+    caplog.set_level(logging.INFO, logger="steerbench")
+    assert torch.equal(train(first, 2), captured(first, 2))  # not layer 1's activations
+    assert "layer" in caplog.text and "recaptur" in caplog.text.lower()
+    assert torch.equal(train(other, 2), captured(other, 2))  # not the first model's
+    assert torch.equal(train(other, 2, max_tokens=300), captured(other, 2, max_tokens=300))
+    written = cache.stat().st_mtime_ns
+    caplog.clear()
+    assert torch.equal(train(other, 2, max_tokens=300), captured(other, 2, max_tokens=300))
+    assert cache.stat().st_mtime_ns == written and "Reusing" in caplog.text
+
+
+def test_cached_activations_without_their_source_or_from_another_are_not_reused(tmp_path):
+    from safetensors.torch import save_file
+
+    acts = torch.randn(5, 4).to(torch.bfloat16)
+    source = {"model": "m", "layer": 1, "max_tokens": 5}
+    save_file({"activations": acts}, tmp_path / sae_lib.ACTIVATIONS)  # as before the fix
+    assert sae_lib.cached_residuals(tmp_path, source) is None
+    sae_lib.cache_residuals(tmp_path, acts, source)
+    assert torch.equal(sae_lib.cached_residuals(tmp_path, source), acts)
+    assert sae_lib.cached_residuals(tmp_path, {**source, "layer": 2}) is None
+    (tmp_path / sae_lib.SOURCE).write_text("{not json")
+    assert sae_lib.cached_residuals(tmp_path, source) is None

@@ -41,7 +41,7 @@ log = logging.getLogger("steerbench")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from steerbench.model.loading import (
+    from steerbench.model.weights import (
         BUILTIN_MODELS,
         DEFAULT_MODEL,
         cache_dir,
@@ -69,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if bool(args.prompt) == bool(args.prompts):
         raise SteerbenchError("give exactly one of --prompt TEXT or --prompts FILE_OR_SET")
-    records = load_prompts(args.prompts) if args.prompts else None
+    records = load_prompts(args.prompts) if args.prompts else []
     texts = [args.prompt] if args.prompt else [r.text for r in records]
     loaded = load_from_args(args)
     settings = generation_settings_from_args(args)
@@ -126,8 +126,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         duplicates = find_duplicates()
         pairs = Counter((first.source, other.source) for first, other in duplicates)
         print(f"\n{len(duplicates)} prompts occur in more than one place (normalised text):")
-        for (first, other), count in pairs.most_common():
-            print(f"  {count:4d}  {first} & {other}")
+        for (source, other_source), count in pairs.most_common():
+            print(f"  {count:4d}  {source} & {other_source}")
         for first, other in duplicates[: None if args.verbose else 5]:
             print(f"  e.g. {first.id} == {other.id}: {other.text[:70]}")
     return 0

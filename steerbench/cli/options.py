@@ -21,7 +21,7 @@ def finite_float(text: str) -> float:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every subcommand that loads a model."""
-    from steerbench.model.loading import DEFAULT_MODEL
+    from steerbench.model.weights import DEFAULT_MODEL
 
     group = parser.add_argument_group("model")
     group.add_argument(

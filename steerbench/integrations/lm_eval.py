@@ -65,7 +65,7 @@ metadata:
 def task_dir() -> Path:
     """A folder for lm-eval's ``include_path`` holding the ``steerbench_mmlu`` task."""
     from steerbench.files import atomic_write_text
-    from steerbench.model.loading import cache_dir
+    from steerbench.model.weights import cache_dir
     from steerbench.run.prompt_sets import load_mmlu
 
     directory = cache_dir() / "lm_eval_tasks"
@@ -127,7 +127,8 @@ class SteerbenchLM(HFLM):
         batch_size: int | str = 8,
         **kwargs: Any,
     ) -> None:
-        from steerbench.model.loading import DEFAULT_MODEL, load_model
+        from steerbench.model.loading import load_model
+        from steerbench.model.weights import DEFAULT_MODEL
 
         loaded = load_model(
             model or DEFAULT_MODEL,

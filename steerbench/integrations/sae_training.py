@@ -124,20 +124,92 @@ class _StopForward(Exception):
     """Raised by the capture hook: layers after the SAE's layer need not run."""
 
 
-def cache_residuals(path: Path, activations: torch.Tensor, meta: dict[str, Any]) -> None:
+ACTIVATIONS = "activations.safetensors"
+SOURCE = "activations.json"
+"""Beside the cached activations: what they were captured from (``activation_source``)."""
+
+
+def activation_source(
+    loaded, layer: int, fmt: PromptFormat, max_tokens: int, texts: tuple[str, ...] = TEXT_MIX
+) -> dict[str, Any]:
+    """Everything cached activations depend on: a cache is reused only when all of it
+    matches (a local model by its resolved directory, so another working directory or a
+    different model under the same relative path never passes for it)."""
+    model = loaded.name
+    if Path(model).exists():
+        model = str(Path(model).resolve())
+    return {
+        "model": model,
+        "revision": loaded.revision,
+        "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
+        "layer": layer,
+        "texts": list(texts),
+        "prompt_format": asdict(fmt),
+        "max_tokens": max_tokens,
+    }
+
+
+def cache_residuals(directory: Path, activations: torch.Tensor, source: dict[str, Any]) -> None:
+    """Write the activations and, after them, what they were captured from: an interrupted
+    write leaves activations without a source, which are recaptured, never reused."""
     from safetensors.torch import save
 
     from steerbench.files import atomic_write_bytes
 
-    atomic_write_bytes(
-        path, save({"activations": activations.contiguous()}, metadata={"meta": json.dumps(meta)})
-    )
+    (directory / SOURCE).unlink(missing_ok=True)
+    payload = save({"activations": activations.contiguous()}, metadata={"meta": json.dumps(source)})
+    atomic_write_bytes(directory / ACTIVATIONS, payload)
+    atomic_write_text(directory / SOURCE, json.dumps(source, indent=1) + "\n")
 
 
 def load_cached_residuals(path: Path) -> torch.Tensor:
     from safetensors.torch import load_file
 
     return load_file(path)["activations"]
+
+
+def _stored_source(path: Path) -> dict[str, Any] | None:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def cached_residuals(directory: Path, source: dict[str, Any]) -> torch.Tensor | None:
+    """The activations cached in ``directory`` if they were captured from ``source``; None
+    (and the reason logged) when there are none or they come from something else."""
+    cache = directory / ACTIVATIONS
+    if not cache.is_file():
+        return None
+    stored = _stored_source(directory / SOURCE)
+    if stored is None:
+        log.info("Recapturing activations: %s has no readable %s beside it", cache, SOURCE)
+        return None
+    changed = [key for key in source if stored.get(key) != source[key]]
+    if changed:
+        differences = "; ".join(f"{k} {stored.get(k)!r} (now {source[k]!r})" for k in changed)
+        log.info("Recapturing activations: those cached in %s differ in %s", cache, differences)
+        return None
+    activations = load_cached_residuals(cache)
+    log.info("Reusing %d cached activations from %s", len(activations), cache)
+    return activations
+
+
+def training_residuals(
+    loaded, layer: int, fmt: PromptFormat, max_tokens: int, directory: Path
+) -> torch.Tensor:
+    """The training mix's activations at ``layer``: from ``directory``'s cache when they
+    were captured from the same model, layer, format, mix and token count, else captured
+    now and cached there."""
+    source = activation_source(loaded, layer, fmt, max_tokens)
+    activations = cached_residuals(directory, source)
+    if activations is None:
+        activations = collect_residuals(
+            loaded.model, loaded.tokenizer, training_texts(), layer, fmt=fmt, max_tokens=max_tokens
+        )
+        cache_residuals(directory, activations, source)
+    return activations
 
 
 def _batches(activations: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:

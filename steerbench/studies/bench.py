@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -129,8 +130,8 @@ def metric_throughput(
         metric = get_metric(spec.name, **spec.options)
         if not metric.uses_model():
             continue
-        context = {"steering": steering} if metric.uses_steering else {}
-        seconds, result = timed(lambda m=metric, c=context: m.compute(records, lm=lm, **c), device)
+        context = {"steering": steering} if metric.rule().gets_steering else {}
+        seconds, result = timed(partial(metric.compute, records, lm=lm, **context), device)
         items = result.n - result.n_missing
         figures[spec.name] = {
             "items": items,
@@ -164,7 +165,7 @@ def answer_throughput(
             max_new_tokens=max_new_tokens, batch_size=rows, schedule=schedule
         )
         seconds, answers[name] = timed(
-            lambda s=settings: generate_tokens(model, tokenizer, prompts, s, progress=False),
+            partial(generate_tokens, model, tokenizer, prompts, settings, progress=False),
             device,
         )
         tokens = sum(map(len, answers[name]))
@@ -202,21 +203,65 @@ def run_bench(
     """The figures, for ``config`` (default: the default config): the metrics whose
     throughput is measured, the rows continuous batching also runs with, and one cell's
     prompts, the real answers' workload (``n_answers``: evenly spaced among them)."""
-    from steerbench.run.runner import cell_prompts, resolved_generation
+    from steerbench.run.plan import resolved_generation
 
     config = config or load_config("default")
     config_batch_size = int(resolved_generation(config)["batch_size"])
+    workload = answer_workload(config, n_answers)
+    prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
+    figures, artifacts = discovery_figures(lm, prompts[:n_discovery], batch_size)
+    tps = generation_speeds(
+        lm, artifacts, prompts[:n_generate], n_reference, new_tokens, batch_size, repeats
+    )
+    figures["tokens_per_second"] = tps
+    figures["steering_overhead"] = {m: 1 - tps[m] / tps["unsteered"] for m in ("cna", "caa")}
+    figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
+    figures["folding_vs_batched_hooks"] = tps["cna"] / tps["cna_hooks"]
+    figures["answers"] = answer_throughput(
+        lm.model, lm.tokenizer, workload, answer_tokens, batch_size, lm.device, config_batch_size
+    )
+    seconds_per_forward = figures["forward_floor_seconds"] / figures["discovery_prompts"]
+    figures["metrics"] = metric_figures(
+        lm,
+        config.metrics,
+        artifacts["cna"],
+        n_metric_items,
+        new_tokens,
+        batch_size,
+        seconds_per_forward,
+    )
+    figures.update(resource_figures(lm, tps["unsteered"]))
+    figures["settings"] = {
+        "n_generate": n_generate,
+        "n_reference": n_reference,
+        "new_tokens": new_tokens,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "n_metric_items": n_metric_items,
+        "n_answers": n_answers,
+        "answer_tokens": answer_tokens,
+    }
+    return figures
+
+
+def answer_workload(config: BenchmarkConfig, n_answers: int | None) -> list[str]:
+    """One cell's prompts of the config (``n_answers``: evenly spaced among them)."""
+    from steerbench.run.plan import cell_prompts
+
     workload = [record.text for record in cell_prompts(config)]
     if n_answers is not None and n_answers < len(workload):
         workload = [workload[i * len(workload) // n_answers] for i in range(n_answers)]
-    model, tokenizer = lm.model, lm.tokenizer
-    device = lm.device
-    prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
-    discovery = prompts[:n_discovery]
+    return workload
+
+
+def discovery_figures(
+    lm, discovery: list[str], batch_size: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's description, the forward floor and CNA's and CAA's fitting time against
+    it (the first half of the prompts as positive, the rest negative); and the artifacts."""
+    model, tokenizer, device = lm.model, lm.tokenizer, lm.device
     half = len(discovery) // 2
     positive, negative = discovery[:half], discovery[half:]
-    fmt = PromptFormat()
-
     floor_s, floor_tokens = timed(
         lambda: forward_floor(model, tokenizer, discovery, batch_size), device
     )
@@ -232,14 +277,26 @@ def run_bench(
     artifacts = {}
     for name, params in (("cna", {"neutral_prompts": None}), ("caa", {})):
         method = get_method(name, **params)
-        ctx = FitContext(model, tokenizer, fmt=fmt, batch_size=batch_size)
-        seconds, artifacts[name] = timed(
-            lambda m=method, c=ctx: m.fit(c, positive, negative), device
-        )
+        ctx = FitContext(model, tokenizer, fmt=PromptFormat(), batch_size=batch_size)
+        seconds, artifacts[name] = timed(partial(method.fit, ctx, positive, negative), device)
         figures[f"discovery_seconds_{name}"] = seconds
         figures[f"discovery_vs_floor_{name}"] = seconds / floor_s
+    return figures, artifacts
 
-    gen_prompts = prompts[:n_generate]
+
+def generation_speeds(
+    lm,
+    artifacts: dict[str, Any],
+    prompts: list[str],
+    n_reference: int,
+    new_tokens: int,
+    batch_size: int,
+    repeats: int,
+) -> dict[str, float]:
+    """Tokens/s of exactly ``new_tokens`` per prompt: unsteered, CNA and CAA by folded
+    weights, CNA by batched hooks (best of ``repeats`` interleaved runs: load spikes cancel
+    out), and the reference style on the first ``n_reference`` prompts."""
+    model, tokenizer, device = lm.model, lm.tokenizer, lm.device
     cna, caa = get_method("cna"), get_method("caa")
     circuit = artifacts["cna"].tensors
     variants = {
@@ -248,16 +305,16 @@ def run_bench(
         "caa": lambda: caa.steer(model, artifacts["caa"], -1.0),
         "cna_hooks": lambda: reference_hooks(model, circuit["layers"], circuit["neurons"], 0.0),
     }
-    generate_exact(model, tokenizer, gen_prompts[:batch_size], 2, batch_size)  # warm-up
+    generate_exact(model, tokenizer, prompts[:batch_size], 2, batch_size)  # warm-up
     tps: dict[str, float] = {}
-    for _ in range(repeats):  # interleaved repeats, best of each: load spikes cancel out
+    for _ in range(repeats):
         for name, steer in variants.items():
 
             def work(steer=steer):
                 if steer is None:
-                    return generate_exact(model, tokenizer, gen_prompts, new_tokens, batch_size)
+                    return generate_exact(model, tokenizer, prompts, new_tokens, batch_size)
                 with steer():
-                    return generate_exact(model, tokenizer, gen_prompts, new_tokens, batch_size)
+                    return generate_exact(model, tokenizer, prompts, new_tokens, batch_size)
 
             seconds, tokens = timed(work, device)
             tps[name] = max(tps.get(name, 0.0), tokens / seconds)
@@ -265,135 +322,64 @@ def run_bench(
     def reference():
         with reference_hooks(model, circuit["layers"], circuit["neurons"], 0.0):
             return sum(
-                generate_exact(model, tokenizer, [p], new_tokens, 1)
-                for p in gen_prompts[:n_reference]
+                generate_exact(model, tokenizer, [p], new_tokens, 1) for p in prompts[:n_reference]
             )
 
     seconds, tokens = timed(reference, device)
     tps["reference"] = tokens / seconds
-    figures["tokens_per_second"] = tps
-    figures["steering_overhead"] = {m: 1 - tps[m] / tps["unsteered"] for m in ("cna", "caa")}
-    figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
-    figures["folding_vs_batched_hooks"] = tps["cna"] / tps["cna_hooks"]
+    return tps
 
-    figures["answers"] = answer_throughput(
-        model, tokenizer, workload, answer_tokens, batch_size, device, config_batch_size
-    )
 
-    benign = load_prompts("jbb-benign")[:n_metric_items]
+def metric_figures(
+    lm,
+    specs: Sequence[MetricSpec],
+    cna_artifact,
+    n_items: int,
+    new_tokens: int,
+    batch_size: int,
+    seconds_per_forward: float,
+) -> dict[str, dict[str, float]]:
+    """``metric_throughput`` on unsteered answers to the first ``n_items`` benign prompts,
+    steering (for metrics that steer) by the CNA circuit ablated."""
+    model, tokenizer = lm.model, lm.tokenizer
+    benign = load_prompts("jbb-benign")[:n_items]
     responses = generate(
         model,
         tokenizer,
         [r.text for r in benign],
         GenerationSettings(max_new_tokens=new_tokens, batch_size=batch_size),
-        fmt,
+        PromptFormat(),
         progress=False,
     )
     records = [Record(r.id, r.text, text, r.category) for r, text in zip(benign, responses)]
-    figures["metrics"] = metric_throughput(
+    cna = get_method("cna")
+    return metric_throughput(
         lm,
-        config.metrics,
+        specs,
         records,
-        lambda: cna.steer(model, artifacts["cna"], 0.0),
-        floor_s / len(discovery),
-        device,
+        lambda: cna.steer(model, cna_artifact, 0.0),
+        seconds_per_forward,
+        lm.device,
     )
 
+
+def resource_figures(lm, unsteered_tokens_per_second: float) -> dict[str, Any]:
+    """Achieved FLOP/s against a measured matmul ceiling, peak RSS against the weights'
+    size, and peak GPU memory on CUDA."""
+    model, device = lm.model, lm.device
     n_params = sum(p.numel() for p in model.parameters())
-    achieved = 2 * n_params * tps["unsteered"]  # forward FLOPs per generated token
+    achieved = 2 * n_params * unsteered_tokens_per_second  # forward FLOPs per generated token
     peak = matmul_flops(next(model.parameters()).dtype, device)
-    figures["flops"] = {
-        "achieved_generation": achieved,
-        "measured_matmul_peak": peak,
-        "fraction_of_peak": achieved / peak,
-    }
-    figures["peak_rss_gb"] = peak_rss_bytes() / 1e9
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    figures["peak_rss_vs_weights"] = peak_rss_bytes() / weights
+    figures: dict[str, Any] = {
+        "flops": {
+            "achieved_generation": achieved,
+            "measured_matmul_peak": peak,
+            "fraction_of_peak": achieved / peak,
+        },
+        "peak_rss_gb": peak_rss_bytes() / 1e9,
+        "peak_rss_vs_weights": peak_rss_bytes() / weights,
+    }
     if device.type == "cuda":
         figures["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    figures["settings"] = {
-        "n_generate": n_generate,
-        "n_reference": n_reference,
-        "new_tokens": new_tokens,
-        "batch_size": batch_size,
-        "repeats": repeats,
-        "n_metric_items": n_metric_items,
-        "n_answers": n_answers,
-        "answer_tokens": answer_tokens,
-    }
     return figures
-
-
-def format_table(f: dict[str, Any]) -> str:
-    tps = f["tokens_per_second"]
-    lines = [
-        f"steerbench bench: {f['model']} on {f['device']} ({f['dtype']}, {f['threads']} threads)",
-        f"{'measure':44} {'value':>12} {'ratio':>10}",
-        f"{'forward floor, ' + str(f['discovery_prompts']) + ' prompts (s)':44} "
-        f"{f['forward_floor_seconds']:12.2f} {'1.00x':>10}",
-    ]
-    for name in ("cna", "caa"):
-        lines.append(
-            f"{'discovery ' + name + ' (s), vs floor':44} "
-            f"{f['discovery_seconds_' + name]:12.2f} "
-            f"{f['discovery_vs_floor_' + name]:9.2f}x"
-        )
-    lines.append(
-        f"{'generation unsteered batched (tok/s)':44} {tps['unsteered']:12.1f} {'1.00x':>10}"
-    )
-    for name in ("cna", "caa"):
-        lines.append(
-            f"{'generation ' + name + '-steered batched (tok/s)':44} "
-            f"{tps[name]:12.1f} {tps[name] / tps['unsteered']:9.3f}x"
-        )
-    lines.append(
-        f"{'generation cna by batched hooks (tok/s)':44} "
-        f"{tps['cna_hooks']:12.1f} {tps['cna_hooks'] / tps['unsteered']:9.3f}x"
-    )
-    lines.append(
-        f"{'  folded weights vs batched hooks (cna)':44} {'':12} "
-        f"{f['folding_vs_batched_hooks']:9.2f}x"
-    )
-    lines.append(
-        f"{'generation reference style, 1 prompt + hook':44} "
-        f"{tps['reference']:12.1f} {tps['reference'] / tps['unsteered']:9.3f}x"
-    )
-    answers = f["answers"]
-    for name in answers["runs"]:
-        speed = answers[name]["tokens_per_second"]
-        schedule = name.split(",")[0]
-        label = f"real answers, {schedule} {answers[name]['rows']} rows"
-        lines.append(
-            f"{label + ' (tok/s)':44} {speed:12.1f} "
-            f"{speed / answers['static']['tokens_per_second']:9.2f}x"
-        )
-    lines.append(
-        f"{'  differing answers, static vs continuous':44} "
-        f"{answers['answers_differ']:12d} {'of ' + str(answers['prompts']):>10}"
-    )
-    for name in ("cna", "caa"):
-        lines.append(f"{'steering overhead ' + name:44} {f['steering_overhead'][name]:12.1%}")
-        lines.append(
-            f"{'speedup vs reference ' + name:44} {f['speedup_vs_reference'][name]:11.1f}x"
-        )
-    for name, m in f["metrics"].items():
-        lines.append(
-            f"{name + ' items/s, forward passes/item':44} "
-            f"{m['items_per_second']:12.2f} {m['forward_passes_per_item']:9.2f}x"
-        )
-    flops = f["flops"]
-    lines.append(
-        f"{'achieved generation GFLOP/s':44} {flops['achieved_generation'] / 1e9:12.1f} "
-        f"{flops['fraction_of_peak']:9.1%}"
-    )
-    lines.append(
-        f"{'measured matmul GFLOP/s (ceiling)':44} {flops['measured_matmul_peak'] / 1e9:12.1f}"
-    )
-    lines.append(
-        f"{'peak RSS (GB), vs weights':44} {f['peak_rss_gb']:12.2f} "
-        f"{f['peak_rss_vs_weights']:9.2f}x"
-    )
-    if "peak_gpu_memory_gb" in f:
-        lines.append(f"{'peak GPU memory (GB)':44} {f['peak_gpu_memory_gb']:12.2f}")
-    return "\n".join(lines)

@@ -16,7 +16,8 @@ log = logging.getLogger("steerbench")
 def cmd_bench(args: argparse.Namespace) -> int:
     from steerbench.files import atomic_write_text
     from steerbench.run.config import load_config
-    from steerbench.studies.bench import format_table, run_bench
+    from steerbench.studies.bench import run_bench
+    from steerbench.studies.bench_table import format_table
 
     config = load_config(args.config)
     loaded = load_from_args(args)
@@ -97,7 +98,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def register_reproduce_commands(sub: argparse._SubParsersAction) -> None:
-    from steerbench.model.loading import DEFAULT_MODEL
+    from steerbench.model.weights import DEFAULT_MODEL
 
     p = sub.add_parser(
         "reproduce",

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
 from steerbench.cli.options import add_model_options, load_from_args, prompt_format_from_args
 from steerbench.errors import SteerbenchError
-
-log = logging.getLogger("steerbench")
 
 
 def cmd_sae_train(args: argparse.Namespace) -> int:
@@ -33,25 +30,10 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
     )
     if not 0 <= layer < adapter.n_layers:
         raise SteerbenchError(f"--layer must be in 0..{adapter.n_layers - 1}, got {layer}")
-    cache = out / "activations.safetensors"
     start = time.perf_counter()
-    if cache.is_file():
-        activations = sae_lib.load_cached_residuals(cache)
-        log.info("Reusing %d cached activations from %s", len(activations), cache)
-    else:
-        activations = sae_lib.collect_residuals(
-            loaded.model,
-            loaded.tokenizer,
-            sae_lib.training_texts(),
-            layer,
-            fmt=prompt_format_from_args(args),
-            max_tokens=settings.max_tokens,
-        )
-        sae_lib.cache_residuals(
-            cache,
-            activations,
-            {"model": loaded.name, "layer": layer, "texts": list(sae_lib.TEXT_MIX)},
-        )
+    activations = sae_lib.training_residuals(
+        loaded, layer, prompt_format_from_args(args), settings.max_tokens, out
+    )
     collected = time.perf_counter() - start
     sae, report = sae_lib.train_sae(
         activations, settings, hook_name=f"resid_post.{layer}", model_name=loaded.name
@@ -82,7 +64,8 @@ def register_sae_commands(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a sae-lens SAE on the model's residual stream",
         description="Collect residual activations over the shipped text mix (cached in "
-        "--out) and train a sae-lens StandardTrainingSAE offline.",
+        "--out, and reused only by a rerun with the same model, dtype, layer, prompt format "
+        "and --max-tokens) and train a sae-lens StandardTrainingSAE offline.",
     )
     t.add_argument("--out", required=True, help="output directory (sae-lens format)")
     t.add_argument("--layer", type=int, help="residual layer (default: CAA's layer rule)")
