@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -38,7 +39,8 @@ from steerbench.model.adapter import ModelAdapter, default_steering_layer
 
 def residual_writers(adapter: ModelAdapter) -> list[nn.Module]:
     """Every module whose output is added to the residual stream (embedding included)."""
-    writers: list[nn.Module] = [adapter.backbone.embed_tokens]
+    backbone: Any = adapter.backbone  # Hugging Face children are dynamic attributes
+    writers: list[nn.Module] = [backbone.embed_tokens]
     for layer in range(adapter.n_layers):
         writers += adapter.residual_writers(layer)
     return writers
@@ -80,7 +82,7 @@ def _project_weights(
     try:
         with torch.no_grad():
             for module in modules:
-                weight = module.weight
+                weight = cast(torch.Tensor, module.weight)
                 r = direction.to(device=weight.device, dtype=torch.float32)
                 saved.append((weight, weight.detach().clone()))
                 w = weight.float()

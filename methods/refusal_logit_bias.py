@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -90,7 +91,8 @@ class RefusalLogitBias(SteeringMethod):
                     first_tokens.add(int(ids[0]))
         token_ids = torch.tensor(sorted(first_tokens), dtype=torch.long)
         tokens = [ctx.tokenizer.decode([i]) for i in token_ids.tolist()]
-        vocab_size = int(ctx.model.get_output_embeddings().weight.shape[0])
+        model: Any = ctx.model  # a Hugging Face causal LM
+        vocab_size = int(model.get_output_embeddings().weight.shape[0])
         return self.make_artifact(
             ctx,
             positive,

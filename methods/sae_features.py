@@ -172,7 +172,7 @@ class SAEFeatures(SteeringMethod):
         cfg = self.config
         if cfg.sae or cfg.sae_release:
             return sae_lib.load_sae(cfg.sae, cfg.sae_release, cfg.sae_id), None
-        from steerbench.model.loading import cache_dir
+        from steerbench.model.weights import cache_dir
 
         adapter = ModelAdapter.from_model(ctx.model)
         layer = (

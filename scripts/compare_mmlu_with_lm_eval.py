@@ -4,7 +4,7 @@ Scores the shipped 285-question MMLU subset twice per condition, unsteered and u
 method's artifact: with steerbench's metric (argmax of the answer-letter logits) and with
 lm-eval's ``steerbench_mmlu`` task (log-likelihood of " A".." D" through the harness), and
 prints both accuracies and the number of questions whose predicted letter differs.
-Produces the table in the README's lm-evaluation-harness section:
+Produces the table in docs/lm-eval.md:
 
     python scripts/compare_mmlu_with_lm_eval.py --artifact results/default/artifacts/<cna key>
 
@@ -22,7 +22,8 @@ def main() -> None:
     from steerbench.integrations.lm_eval import evaluate
     from steerbench.method import Artifact, get_method
     from steerbench.metrics.mmlu import LETTERS, predict, render_question, stratified_questions
-    from steerbench.model.loading import DEFAULT_MODEL, load_model
+    from steerbench.model.loading import load_model
+    from steerbench.model.weights import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)

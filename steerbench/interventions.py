@@ -64,8 +64,8 @@ def scale_mlp_neurons(
         with torch.no_grad():
             for weight, columns, original in reversed(saved_columns):
                 weight[:, columns] = original
-            for proj, bias in reversed(saved_biases):
-                proj.bias = bias
+            for proj, saved_bias in reversed(saved_biases):
+                proj.bias = saved_bias  # type: ignore[assignment]  # torch types it as non-None
 
 
 SCOPES = ("all", "generation")
@@ -108,8 +108,8 @@ def add_to_residual(
                 proj.bias = nn.Parameter(bias, requires_grad=False)
         yield
     finally:
-        for proj, original in reversed(saved):
-            proj.bias = original
+        for proj, saved_bias in reversed(saved):
+            proj.bias = saved_bias  # type: ignore[assignment]  # torch types it as non-None
 
 
 @contextmanager

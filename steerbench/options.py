@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import annotated_types
 
@@ -50,13 +50,25 @@ of them (or any ``Annotated[..., annotated_types constraint]``) refuses values o
 with one line, where 0 would otherwise give wrong numbers with exit status 0."""
 
 
+def literal_choices(annotation: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` annotation allows, in declaration order; () otherwise."""
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+
+
 def check_value(value: Any, annotation: Any, key: str) -> Any:
-    """``value`` validated against ``annotation`` (strict), all floats in it finite."""
+    """``value`` validated against ``annotation`` (strict), all floats in it finite; a value
+    outside a ``Literal`` is told the choices (and the closest one), not pydantic's text."""
     import pydantic
 
     try:
         checked = _adapter(annotation).validate_python(value, strict=True)
     except pydantic.ValidationError as err:
+        choices = literal_choices(annotation)
+        if choices:
+            raise SteerbenchError(
+                f"{key} = {value!r} is not one of {', '.join(map(str, choices))}"
+                f"{near_miss(value, choices)}"
+            ) from None
         raise SteerbenchError(
             f"{key} = {value!r} is not a valid {_type_name(annotation)} "
             f"({err.errors()[0]['msg'].lower()})"

@@ -15,13 +15,14 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from steerbench.errors import SteerbenchError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+C = TypeVar("C")  # a plugin's Config dataclass
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Registry(Generic[T]):
                 f"{self.kind} name {entry.name!r} is registered twice: by {existing.origin} "
                 f"and by {entry.origin}; uninstall or rename one of them"
             )
-        entry.cls.name = entry.name
+        entry.cls.name = entry.name  # type: ignore[attr-defined]  # every plugin base declares it
         self._entries[entry.name] = entry
 
     def _load(self) -> None:
@@ -113,7 +114,7 @@ class Registry(Generic[T]):
         return self._entries[name].cls
 
 
-def build_config(config_cls: type, params: dict, what: str) -> object:
+def build_config(config_cls: type[C], params: dict[str, Any], what: str) -> C:
     """A plugin's ``Config`` dataclass from user parameters: every value checked against its
     field's type (strictly; floats finite) and the dataclass's own ``__post_init__``, with
     one-line errors that name the key (``what``: e.g. "hyper-parameter(s) for method 'cna'")."""

@@ -122,7 +122,7 @@ def crafted(finished_run, tmp_path, name="crafted.parquet", **changes):
 
 
 def test_submit_cannot_choose_where_its_file_lands(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import submit
+    from steerbench.publish.intake import submit
 
     board = tmp_path / "board"
     escape = crafted(finished_run, tmp_path, cell_key="../../../../tmp/owned")
@@ -148,7 +148,7 @@ def test_submit_cannot_choose_where_its_file_lands(finished_run, tmp_path):
 )
 def test_submit_rejects_values_no_run_can_produce(finished_run, tmp_path, column, value, message):
     from steerbench.errors import SteerbenchError
-    from steerbench.publish.leaderboard import submit
+    from steerbench.publish.intake import submit
 
     path = crafted(finished_run, tmp_path, **{column: value})
     with pytest.raises(SteerbenchError, match=message):
@@ -158,7 +158,10 @@ def test_submit_rejects_values_no_run_can_produce(finished_run, tmp_path, column
 def test_a_submission_never_replaces_official_rows_or_another_submission(finished_run, tmp_path):
     import pyarrow.parquet as pq
 
-    from steerbench.publish.leaderboard import build, cell_table, load_results, submit
+    from steerbench.publish.cells import cell_table
+    from steerbench.publish.intake import submit
+    from steerbench.publish.leaderboard import build
+    from steerbench.publish.sources import load_results
 
     _, results, _ = finished_run
     board = tmp_path / "board"
@@ -178,7 +181,8 @@ def test_a_submission_never_replaces_official_rows_or_another_submission(finishe
 
 
 def test_a_submission_with_unexpected_sets_cannot_break_later_builds(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import build, submit
+    from steerbench.publish.intake import submit
+    from steerbench.publish.leaderboard import build
 
     _, results, _ = finished_run
     board = tmp_path / "board"
@@ -196,7 +200,8 @@ def test_a_submission_with_unexpected_sets_cannot_break_later_builds(finished_ru
 
 
 def test_markdown_cells_cannot_forge_rows_or_render_markup(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import build, submit
+    from steerbench.publish.intake import submit
+    from steerbench.publish.leaderboard import build
 
     board = tmp_path / "board"
     evil = "x<script>alert(1)</script><img src=x onerror=alert(2)> | forged | row ![a](http://e)"
@@ -267,7 +272,7 @@ def test_signed_fractional_or_non_ascii_scores_are_malformed(value):
 @pytest.fixture
 def cached_builtin(tmp_path, monkeypatch):
     """A 'built-in' model whose converted copy sits in the cache, as after a conversion."""
-    from steerbench.model import loading as models
+    from steerbench.model import weights as models
 
     monkeypatch.setenv("STEERBENCH_CACHE", str(tmp_path / "cache"))
     builtin = models.BuiltinModel("fake", "", "nopart", 1, 1, "ab" * 32, "MIT", "fake", "")
@@ -304,7 +309,7 @@ def test_damaged_cached_weights_give_one_line_delete_and_reconvert(cached_builti
 
 
 def test_a_conversion_killed_midway_leaves_nothing_behind_for_long(cached_builtin, monkeypatch):
-    from steerbench.model import loading as models
+    from steerbench.model import weights as models
 
     builtin, directory = cached_builtin
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -676,7 +681,7 @@ def _new_keys(frame):
 
 
 def _board_with_published(finished_run, tmp_path) -> Path:
-    from steerbench.publish.leaderboard import publish
+    from steerbench.publish.intake import publish
 
     _, results, _ = finished_run
     board = tmp_path / "board"
@@ -686,7 +691,7 @@ def _board_with_published(finished_run, tmp_path) -> Path:
 
 def test_a_submission_cannot_restate_an_official_cell(finished_run, tmp_path):
     from steerbench.errors import SteerbenchError
-    from steerbench.publish.leaderboard import submit
+    from steerbench.publish.intake import submit
 
     board = _board_with_published(finished_run, tmp_path)
     forged = crafted(finished_run, tmp_path, value=0.0, ci_low=0.0, ci_high=0.0)
@@ -696,7 +701,9 @@ def test_a_submission_cannot_restate_an_official_cell(finished_run, tmp_path):
 
 
 def test_a_new_cell_under_the_official_labels_is_ranked_apart_and_marked(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import build, published_sources, submit
+    from steerbench.publish.intake import submit
+    from steerbench.publish.leaderboard import build
+    from steerbench.publish.sources import published_sources
 
     board = _board_with_published(finished_run, tmp_path)
     build(published_sources(board), board)
@@ -715,7 +722,8 @@ def test_a_new_cell_under_the_official_labels_is_ranked_apart_and_marked(finishe
 
 
 def test_between_submissions_the_first_submitted_keeps_a_cell(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import load_results, submissions, submit
+    from steerbench.publish.intake import submit
+    from steerbench.publish.sources import load_results, submissions
 
     zero = crafted(finished_run, tmp_path, "zero.parquet", cell_key=_new_keys, value=0.0,
                    ci_low=0.0, ci_high=0.0)  # fmt: skip
@@ -732,7 +740,8 @@ def test_between_submissions_the_first_submitted_keeps_a_cell(finished_run, tmp_
 
 
 def test_names_never_become_paths_outside_out(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import build, submit
+    from steerbench.publish.intake import submit
+    from steerbench.publish.leaderboard import build
 
     board = tmp_path / "area" / "board"
     for i, model in enumerate((".", "..", "a/b", "a_b", "/abs/x")):
@@ -746,7 +755,8 @@ def test_names_never_become_paths_outside_out(finished_run, tmp_path):
 
 
 def test_set_names_from_a_submission_are_escaped_everywhere(finished_run, tmp_path):
-    from steerbench.publish.leaderboard import build, submit
+    from steerbench.publish.intake import submit
+    from steerbench.publish.leaderboard import build
 
     board = tmp_path / "board"
     evil = "harm<b>ful</b>*x*"
@@ -770,7 +780,7 @@ def test_submitted_names_that_could_be_mistaken_are_refused(
     finished_run, tmp_path, change, message
 ):
     from steerbench.errors import SteerbenchError
-    from steerbench.publish.leaderboard import submit
+    from steerbench.publish.intake import submit
 
     with pytest.raises(SteerbenchError, match=message):
         submit(crafted(finished_run, tmp_path, **change), tmp_path / "board")
@@ -790,7 +800,7 @@ def test_a_submission_with_empty_key_columns_is_one_line(capsys, finished_run, t
 
 
 def test_oversized_submissions_are_one_line(capsys, finished_run, tmp_path, monkeypatch):
-    import steerbench.run.results
+    import steerbench.run.results_checks
 
     path = crafted(finished_run, tmp_path)
 
@@ -799,10 +809,10 @@ def test_oversized_submissions_are_one_line(capsys, finished_run, tmp_path, monk
         one_line_error(capsys, "leaderboard", "submit", str(target), "--leaderboard", board,
                        match=match)  # fmt: skip
 
-    monkeypatch.setattr(steerbench.run.results, "MAX_RESULTS_ROWS", 10)
+    monkeypatch.setattr(steerbench.run.results_checks, "MAX_RESULTS_ROWS", 10)
     submit(path, "rows; a results file may have at most 10")
-    monkeypatch.setattr(steerbench.run.results, "MAX_RESULTS_ROWS", 50_000)
-    monkeypatch.setattr(steerbench.run.results, "MAX_RESULTS_BYTES", 100)
+    monkeypatch.setattr(steerbench.run.results_checks, "MAX_RESULTS_ROWS", 50_000)
+    monkeypatch.setattr(steerbench.run.results_checks, "MAX_RESULTS_BYTES", 100)
     submit(path, "bytes; a results file may have at most 100")
     submit(tmp_path, "is not a file")
 

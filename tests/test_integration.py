@@ -5,7 +5,8 @@ import os
 import pytest
 
 from steerbench.model.generation import GenerationSettings, generate
-from steerbench.model.loading import BUILTIN_MODELS, QUICK_MODEL, is_installed, load_model
+from steerbench.model.loading import load_model
+from steerbench.model.weights import BUILTIN_MODELS, QUICK_MODEL, is_installed
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +33,9 @@ def test_small_builtin_refuses_harmful_and_answers_benign(small_model):
     assert "bread" in benign.lower(), benign
 
 
-def test_small_builtin_as_judge_scores_the_labelled_set_as_the_readme_says(small_model):
-    """The README's judge-validation rows for the 0.5B, pinned: as a judge it is at chance,
-    and behind the keyword gate it adds nothing. The judge's probabilities round
+def test_small_builtin_as_judge_scores_the_labelled_set_as_the_docs_say(small_model):
+    """The judge-validation rows for the 0.5B in docs/metrics.md, pinned: as a judge it is
+    at chance, and behind the keyword gate it adds nothing. The judge's probabilities round
     differently in bf16 (a CPU with avx512_bf16) and float32 (elsewhere): the counts are
     the same, the AUROCs move in the third decimal, so those are pinned per dtype."""
     from steerbench.metrics.strongreject import judge_validation_report

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from steerbench.errors import SteerbenchError
+from steerbench.judge.prompts import parse_judgement, rubric_score
 from steerbench.metric import Record, bootstrap_ci, get_metric, make_result
 from steerbench.metrics.mmlu import choice_token_ids, predict, render_question
 from steerbench.metrics.quality import ngram_quality
 from steerbench.metrics.refusal import classify, validation_report
-from steerbench.metrics.strongreject import parse_judgement, rubric_messages, rubric_score
+from steerbench.metrics.strongreject import rubric_messages
 
 
 def records(*responses):
@@ -222,7 +223,7 @@ def judge_server():
 
 def test_http_judge_scores_retries_caches_and_counts_malformed(judge_server, tmp_path, monkeypatch):
     monkeypatch.setenv("STEERBENCH_JUDGE_API_KEY", "sk-test")
-    monkeypatch.setattr("steerbench.metrics.strongreject.time.sleep", lambda s: None)
+    monkeypatch.setattr("steerbench.judge.client.time.sleep", lambda s: None)
     FakeJudge.fail_first = 1  # one 503 first: retried with backoff
     metric = get_metric(
         "strongreject",
@@ -243,14 +244,14 @@ def test_http_judge_scores_retries_caches_and_counts_malformed(judge_server, tmp
 
 
 def test_unreachable_judge_gives_missing_values(monkeypatch):
-    monkeypatch.setattr("steerbench.metrics.strongreject.time.sleep", lambda s: None)
+    monkeypatch.setattr("steerbench.judge.client.time.sleep", lambda s: None)
     metric = get_metric("strongreject", judge_url="http://127.0.0.1:9/v1", retries=1, timeout=2)
     result = metric.compute([Record("a", "p", "r")])
     assert result.values == [None] and result.n_missing == 1
 
 
 def test_judged_subset_limits_the_judge_calls(judge_server, monkeypatch):
-    monkeypatch.setattr("steerbench.metrics.strongreject.time.sleep", lambda s: None)
+    monkeypatch.setattr("steerbench.judge.client.time.sleep", lambda s: None)
     FakeJudge.fail_first = 0
     metric = get_metric("strongreject", judge_url=judge_server, max_items=2)
     items = [Record(str(i), "p", "a helpful answer", f"c{i % 2}") for i in range(6)]

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from steerbench.errors import SteerbenchError
 from steerbench.run.config import load_config, parse_config
-from steerbench.run.results import RESULTS_SCHEMA, read_results_file
+from steerbench.run.results import RESULTS_SCHEMA
+from steerbench.run.results_checks import read_results_file
 
 BOUNDED = settings(
     max_examples=40,
@@ -135,7 +136,7 @@ def official(finished_run) -> pd.DataFrame:
 def test_any_mutated_submission_is_valid_or_one_line_and_never_changes_official_rows(
     finished_run, official, tmp_path_factory, data
 ):
-    from steerbench.publish.leaderboard import load_results
+    from steerbench.publish.sources import load_results
 
     _, results, _ = finished_run
     frame = official.copy()

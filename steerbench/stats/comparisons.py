@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -209,7 +210,9 @@ def write_comparisons(results: Path) -> Path | None:
     return results / "comparisons.parquet"
 
 
-def pair(comparisons: pd.DataFrame | None, metric: str, eval_set: str, cell_a: str, cell_b: str):
+def pair(
+    comparisons: pd.DataFrame | None, metric: str, eval_set: str | None, cell_a: str, cell_b: str
+) -> dict[str, Any] | None:
     """The comparison of two cells on ``metric`` oriented as a - b (a dict), or None when
     they were not compared (e.g. results submitted without generations)."""
     if comparisons is None or comparisons.empty:

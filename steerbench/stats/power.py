@@ -15,6 +15,7 @@ the bound.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import median
 
@@ -73,20 +74,20 @@ def detectable(
     comparisons: pd.DataFrame | None,
     metric: str,
     eval_set: str,
-    reference: str,
+    unsteered: str,
     cells: list[str],
 ) -> Detectable | None:
-    """The minimum detectable difference from the ``reference`` cell on ``metric`` of
-    ``eval_set``, at the median n and spread of its comparisons with ``cells``."""
+    """The minimum detectable difference from the unsteered model's cell (``unsteered``) on
+    ``metric`` of ``eval_set``, at the median n and spread of its comparisons with ``cells``."""
     if comparisons is None or comparisons.empty:
         return None
-    others = set(cells) - {reference}
+    others = set(cells) - {unsteered}
     rows = comparisons[
         (comparisons["metric"] == metric)
         & (comparisons["eval_set"] == eval_set)
         & (
-            ((comparisons["cell_a"] == reference) & comparisons["cell_b"].isin(others))
-            | ((comparisons["cell_b"] == reference) & comparisons["cell_a"].isin(others))
+            ((comparisons["cell_a"] == unsteered) & comparisons["cell_b"].isin(others))
+            | ((comparisons["cell_b"] == unsteered) & comparisons["cell_a"].isin(others))
         )
     ]
     if rows.empty:
@@ -129,19 +130,20 @@ def at_bound_half_width(metric: str, bound: float, n: int) -> float:
 def power_statement(
     comparisons: pd.DataFrame | None,
     task,
-    roles: dict[str, str],
+    roles: Mapping[str, str | None],
     target: str | None,
-    reference: str | None,
+    unsteered: str | None,
     cells: list[str],
     sizes: dict[tuple[str, str], int],
 ) -> str:
     """One paragraph: the task's n and minimum detectable differences (see the module).
-    ``sizes``: (eval_set, metric) -> n of the unsteered cell, for absolute constraints."""
-    if reference is None:
+    ``unsteered``: the unsteered model's cell key; ``sizes``: (eval_set, metric) -> n of the
+    unsteered cell, for absolute constraints."""
+    if unsteered is None or target is None:
         return ""
 
     def relative(metric: str, eval_set: str, label: str) -> str:
-        found = detectable(comparisons, metric, eval_set, reference, cells)
+        found = detectable(comparisons, metric, eval_set, unsteered, cells)
         if found is None or math.isnan(found.difference):
             return f"{label}: not measured (no paired per-item results)"
         return f"{label}: n = {found.n}, {found.difference:.2f} ({found.basis})"
