@@ -5,10 +5,10 @@ The plugin API sits at the top: ``steerbench.method``, ``steerbench.metric``,
 ``steerbench.options``, ``steerbench.testing``, ``steerbench.errors`` and
 ``steerbench.files``, with ``judge`` (the rubric judge metrics use) beside them. Everything
 else lives in one sub-package per floor, lowest first: ``model`` (loading, chat format,
-generation, capture), ``stats`` (paired tests, ranks, power), ``run`` (config, prompt sets, plan, runner, results), ``publish`` (leaderboard),
-``studies`` (the paper's reproduction, the bench), ``integrations`` (lm-eval, SAE
-training) and ``cli``. Importing the package stays cheap so that ``--help`` does not load
-torch.
+generation, capture), ``stats`` (paired tests, ranks, power), ``run`` (config, prompt sets,
+plan, runner, results), ``publish`` (leaderboard), ``studies`` (the paper's reproduction,
+the bench), ``integrations`` (lm-eval, SAE training) and ``cli``. Importing the package
+stays cheap so that ``--help`` does not load torch.
 """
 
 from importlib.metadata import PackageNotFoundError, version
