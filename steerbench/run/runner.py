@@ -135,7 +135,6 @@ class Runner:
         """What can be checked without loading weights, before any work: the device exists,
         every model can be found and every metric's own preflight (a remote judge answers)
         passes."""
-        from steerbench.metric import get_metric
         from steerbench.model.device import resolve_device
         from steerbench.model.loading import check_model_spec
 
@@ -143,9 +142,9 @@ class Runner:
             resolve_device(self.config.device)
         for model in self.config.models:
             check_model_spec(model)
-        for spec in self.config.metrics:
+        for spec, metric in self.metrics:
             try:
-                get_metric(spec.name, **spec.options).preflight()
+                metric.preflight()
             except SteerbenchError as err:
                 raise SteerbenchError(f"metric {spec.name!r}: {err}") from err
 
