@@ -12,7 +12,7 @@ in all); ``n`` picks a smaller subject-stratified subset of it, or more from the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from steerbench.errors import SteerbenchError
-from steerbench.metric import METRICS, Metric, MetricResult, Record
-from steerbench.model.chat import PromptFormat, encoded_batches, n_batches
-from steerbench.options import Positive
+from steerbench.metric import METRICS, SPLIT_EVALUATION, Metric, MetricResult, Record
+from steerbench.model.chat import (
+    PromptFormat,
+    encoded_batches,
+    format_prompts,
+    n_batches,
+    prompt_token_ids,
+)
+from steerbench.options import NonNegative, Positive
 from steerbench.run.prompt_sets import load_mmlu
 
 LETTERS = ("A", "B", "C", "D")
@@ -41,10 +47,13 @@ def render_question(question: dict) -> str:
     return "\n".join(lines)
 
 
-def stratified_questions(n: int | None, seed: int = 0) -> list[dict]:
-    """``n`` questions spread evenly over subjects (round-robin), deterministic."""
-    full = n is not None and n > SHIPPED_SUBSET_SIZE
-    questions = load_mmlu(full=full)
+def stratified_questions(
+    n: int | None, seed: int = 0, *, exclude: Collection[str] = ()
+) -> list[dict]:
+    """``n`` questions spread evenly over subjects (round-robin), deterministic; none of
+    the ids in ``exclude`` (the reported questions, when picking validation ones)."""
+    full = n is not None and n + len(exclude) > SHIPPED_SUBSET_SIZE
+    questions = [q for q in load_mmlu(full=full) if q["id"] not in exclude]
     if n is None or n >= len(questions):
         return questions
     if n < 1:
@@ -112,14 +121,29 @@ class MMLU(Metric):
     class Config(Metric.Config):
         n: Positive | None = None
         """Number of questions (default: the shipped 285-question subset)."""
+        validation_n: NonNegative = 0
+        """Questions of the validation split, none of them reported ones, for a run that
+        chooses strengths within an MMLU constraint on validation (0: MMLU is not measured
+        on validation)."""
         batch_size: Positive = 8
+
+    def scores_split(self, split: str) -> bool:
+        return split == SPLIT_EVALUATION or self.config.validation_n > 0
+
+    def questions(self, split: str = SPLIT_EVALUATION) -> list[dict]:
+        """The split's questions: the reported ones, or validation ones disjoint from them."""
+        reported = stratified_questions(self.config.n, self.config.seed)
+        if split == SPLIT_EVALUATION:
+            return reported
+        exclude = {q["id"] for q in reported}
+        return stratified_questions(self.config.validation_n, self.config.seed, exclude=exclude)
 
     def compute(
         self, records: Sequence[Record] = (), *, lm: Any = None, **context: Any
     ) -> MetricResult:
         if lm is None:
             raise SteerbenchError("the mmlu metric needs a model; pass --model")
-        questions = stratified_questions(self.config.n, self.config.seed)
+        questions = self.questions(context.get("split", SPLIT_EVALUATION))
         prompts = [render_question(q) for q in questions]
         predictions = predict(lm.model, lm.tokenizer, prompts, self.config.batch_size)
         values = [float(p == q["answer"]) for p, q in zip(predictions, questions)]
@@ -133,3 +157,11 @@ class MMLU(Metric):
             for q, p in zip(questions, predictions)
         ]
         return result
+
+    def floor_inputs(self, records: Sequence[Record], lm: Any) -> list[list[int]]:
+        """The rendered questions' token ids, raw text with the tokenizer's special tokens,
+        as ``predict`` tokenises them (``encoded_batches``, no chat template)."""
+        questions = stratified_questions(self.config.n, self.config.seed)
+        prompts = [render_question(q) for q in questions]
+        texts = format_prompts(lm.tokenizer, prompts, PromptFormat(chat=False))
+        return prompt_token_ids(lm.tokenizer, texts, chat=False)

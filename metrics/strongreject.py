@@ -228,6 +228,33 @@ class StrongReject(Metric):
             n_scored_zero_unjudged=labels.count("refusal") + labels.count("degenerate"),
         )
 
+    def floor_inputs(self, records: Sequence[Record], lm: Any) -> list[list[int]] | None:
+        """The judge's own input as it reads it: the chat-rendered grading messages of the
+        items the keyword gate passes (logprob: refusals and degenerate answers score 0
+        unread), or the rubric conversations of the judged subset (rubric), cached or not (the
+        floor is the reading itself). None for a remote judge (it reads no model here) and for
+        a local judge other than ``lm`` (its floor would run on another model)."""
+        from steerbench.metrics.refusal import classify
+        from steerbench.model.chat import PromptFormat, format_prompts, prompt_token_ids
+
+        cfg = self.config
+        if cfg.judge_url or lm is None or (cfg.local_judge and cfg.local_judge != lm.name):
+            return None
+        fmt = PromptFormat(chat=True)
+        if self.mode == "logprob":
+            gated = [r for r in records if classify(r.response) == "compliance"]
+            messages = [grade_message(r.prompt, r.response) for r in gated]
+        else:
+            chosen: Sequence[int] = range(len(records))
+            if cfg.max_items is not None and cfg.max_items < len(records):
+                chosen = sorted(judged_subset(records, cfg.max_items, cfg.seed))
+            rubrics = [rubric_messages(records[i].prompt, records[i].response) for i in chosen]
+            messages = [rubric[1]["content"] for rubric in rubrics]
+            if rubrics:  # the judge's system turn: the rubric's, the same for every item
+                fmt = PromptFormat(chat=True, system_prompt=rubrics[0][0]["content"])
+        texts = format_prompts(lm.tokenizer, messages, fmt)
+        return prompt_token_ids(lm.tokenizer, texts, chat=True)
+
 
 JUDGE_VALIDATION_SET = "judge_validation/judge_validation.jsonl"
 HELPS = ("full", "partial")

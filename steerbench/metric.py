@@ -1,15 +1,14 @@
 """The ``Metric`` interface, results with bootstrap confidence intervals, and the registry.
 
-Every method is judged by the same metrics, computed the same way. A metric takes a batch
-of (prompt, response) records (and, where it needs one, the possibly-steered model) and
-returns one value per item plus an aggregate with a 95 % interval: a Wilson score interval
-for rates of binary outcomes (it never collapses to a point at 0/n or n/n, where a bootstrap
-does); for means of values bounded in [a, b] the same score interval with the largest
-variance a mean-mu variable in [a, b] can have, (mu - a)(b - mu) (the Bhatia-Davis bound),
-so that it too never collapses (40 equal values cannot rule out rare failures); a seeded
-bootstrap for means of unbounded values. A value of
-``None`` means "could not be scored" (a malformed judge answer, a degenerate response):
-it is counted and reported, never guessed.
+Every method is judged by the same metrics, computed the same way. A metric takes a batch of
+(prompt, response) records (and, where it needs one, the possibly-steered model) and returns
+one value per item plus an aggregate with a 95 % interval: a Wilson score interval for rates
+of binary outcomes (it never collapses to a point at 0/n or n/n, where a bootstrap does); for
+means of values bounded in [a, b] the same score interval with the largest variance a mean-mu
+variable in [a, b] can have, (mu - a)(b - mu) (the Bhatia-Davis bound), so that it too never
+collapses (40 equal values cannot rule out rare failures); a seeded bootstrap for means of
+unbounded values. A value of ``None`` means "could not be scored" (a malformed judge answer,
+a degenerate response): it is counted and reported, never guessed.
 """
 
 from __future__ import annotations
@@ -24,9 +23,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from steerbench.intervals import (  # noqa: F401  (BOOTSTRAP_SAMPLES: read from here since 0.1)
+    BOOTSTRAP_SAMPLES,
+    bootstrap_ci,
+    bounded_mean_interval,
+    wilson_interval,
+)
 from steerbench.registry import Registry, build_config
 
-BOOTSTRAP_SAMPLES = 2000
 # The ``eval_set`` of a model-level metric's rows (MMLU: it measures the steered model on its
 # own questions, not on a prompt set). Stored in results files, so its value never changes.
 MODEL_LEVEL = "*"
@@ -76,63 +80,9 @@ class MetricResult:
         }
 
 
-def bootstrap_ci(
-    values: Sequence[float],
-    *,
-    seed: int = 0,
-    samples: int = BOOTSTRAP_SAMPLES,
-    confidence: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean, seeded so that reruns give the same bounds."""
-    data = np.asarray(values, dtype=np.float64)
-    if data.size == 0:
-        return math.nan, math.nan
-    if data.size == 1 or np.all(data == data[0]):
-        return float(data[0]), float(data[0])
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(samples, data.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial rate (scipy's), NaN for n = 0."""
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return math.nan, math.nan
-    interval = binomtest(int(successes), int(n)).proportion_ci(
-        confidence_level=confidence, method="wilson"
-    )
-    return float(interval.low), float(interval.high)
-
-
-def bounded_mean_interval(
-    values: Sequence[float], bounds: tuple[float, float], *, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Score interval of the mean of values in ``bounds`` = [a, b]: Wilson's interval of the
-    mean rescaled to [0, 1] (statsmodels), whose variance mu (1 - mu) is the largest any
-    [0, 1] variable of mean mu has (Bhatia-Davis), so the interval is conservative, agrees
-    with Wilson's on 0/1 data and is never a point, even when every value is equal."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    data = np.asarray(values, dtype=np.float64)
-    low, high = bounds
-    if data.size == 0:
-        return math.nan, math.nan
-    if not (math.isfinite(low) and math.isfinite(high) and high > low):
-        raise ValueError(f"bounded_mean_interval needs finite bounds a < b, got {bounds!r}")
-    share = float(np.clip((data.mean() - low) / (high - low), 0.0, 1.0))
-    lo, hi = proportion_confint(share * data.size, data.size, 1 - confidence, method="wilson")
-    lo, hi = min(float(lo), share), max(float(hi), share)  # rounding at 0/n and n/n
-    return low + lo * (high - low), low + hi * (high - low)
-
-
 AGGREGATE_KINDS = ("rate", "mean")
-"""``rate``: per-item values are 0/1 outcomes (Wilson interval); ``mean``: anything else
-(the bounded-mean score interval when the metric's ``value_range`` is finite, else a
-bootstrap)."""
+"""``rate``: per-item values are 0/1 outcomes (Wilson interval); ``mean``: anything else (the
+bounded-mean score interval when the metric's ``value_range`` is finite, else a bootstrap)."""
 
 
 def make_result(
@@ -183,8 +133,8 @@ class PhaseRule:
     """How the runner calls the metrics of one phase (``metric_calls`` applies it)."""
 
     splits: tuple[str, ...]
-    """The splits it scores. Validation sets choose strengths, so only metrics that need no
-    model (cheap, and the same on every machine) score them."""
+    """The splits it may score (``Metric.scores_split`` decides per metric): validation sets
+    choose strengths, so the judge, costly, scores only the reported split."""
     model_level: bool
     """Called once per split without records: it measures the model on its own items, its
     rows have ``eval_set`` ``MODEL_LEVEL`` and it stores no per-record columns."""
@@ -202,13 +152,13 @@ PHASE_RULES: dict[str, PhaseRule] = {
     # phase: PhaseRule(splits, model_level, under_steering, gets_steering, needs_model), e.g.
     "records": PhaseRule(_BOTH, False, False, False, False),  # keyword refusal, quality
     "judge": PhaseRule(_EVALUATION, False, False, False, True),  # a local StrongREJECT judge
-    "steered-model": PhaseRule(_EVALUATION, True, True, False, True),  # MMLU, lm-eval tasks
-    "steering-contrast": PhaseRule(_EVALUATION, False, False, True, True),  # kl-benign
+    "steered-model": PhaseRule(_BOTH, True, True, False, True),  # MMLU, lm-eval tasks
+    "steering-contrast": PhaseRule(_BOTH, False, False, True, True),  # kl-benign
 }
-"""The phases: "records" scores the generated records alone; "judge" the records with a
-loaded model as judge, unsteered; "steered-model" measures the model while it is steered,
-on its own items; "steering-contrast" gets the records and the means to steer, to compare
-the model with and without steering on the same text."""
+"""The phases: "records" scores the generated records alone; "judge" the records with a loaded
+model as judge, unsteered; "steered-model" measures the model while it is steered, on its own
+items; "steering-contrast" gets the records and the means to steer, to compare the model with
+and without steering on the same text."""
 
 LEGACY_SWITCHES = ("needs_model", "measures_steered_model", "uses_steering")
 """What a metric set before ``phase`` (0.1); see ``phase_of_switches``."""
@@ -226,13 +176,12 @@ def phase_of_switches(
 
 
 class Metric(ABC):
-    """Base class of every metric; subclasses set ``description`` and ``phase`` (when it
-    runs and what it is given, see ``PHASE_RULES``) and implement ``compute``.
+    """Base class of every metric; subclasses set ``description`` and ``phase`` (when it runs
+    and what it is given, see ``PHASE_RULES``) and implement ``compute``.
 
     A plugin written for 0.1 that sets ``needs_model``, ``measures_steered_model`` or
     ``uses_steering`` instead gets the phase they meant (``phase_of_switches``, with a
-    ``DeprecationWarning``); the three stay readable on every metric, derived from its phase.
-    """
+    ``DeprecationWarning``); the three stay readable on every metric, derived from its phase."""
 
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""
@@ -343,6 +292,20 @@ class Metric(ABC):
         (an unreachable judge server...); raise ``SteerbenchError`` with one line."""
         return None
 
+    def scores_split(self, split: str) -> bool:
+        """Whether the runner calls it on ``split`` (one of its phase's): every metric scores
+        evaluation, record metrics validation too; a model-reading one opts in where choosing
+        a strength needs it (kl-benign; MMLU with ``validation_n`` items of its own, disjoint
+        from those it reports, so no reported item chooses)."""
+        return split == SPLIT_EVALUATION or self.phase == "records"
+
+    def floor_inputs(self, records: Sequence[Record], lm: Any) -> list[list[int]] | None:
+        """Token ids of the sequences one plain forward pass over which is this metric's cost
+        floor per call (its own input read once: MMLU's questions, the judge's grading messages
+        of the items it judges, kl-benign's prompt + reference answer); None: it reads no model.
+        ``steerbench bench`` times the metric in units of a batched forward pass over these."""
+        return None
+
     @abstractmethod
     def compute(self, records: Sequence[Record], *, lm: Any = None, **context: Any) -> MetricResult:
         """Score ``records`` (``lm``: the ``LoadedModel``, or None where none is loaded;
@@ -368,6 +331,7 @@ def metric_calls(
     lm: Any,
     steering: Callable[[], Any] | None,
     sets: Collection[str] | None = None,
+    splits: Collection[str] | None = None,
 ) -> list[MetricCall]:
     """The calls the runner makes of ``metric`` in one cell, by its phase's rule: those made
     inside the steering context (``under_steering``) or those after it. ``records``: the
@@ -376,15 +340,24 @@ def metric_calls(
     rule = metric.rule()
     if rule.under_steering != under_steering:
         return []
+    wanted = [s for s in rule.splits if metric.scores_split(s) and (splits is None or s in splits)]
     context: dict[str, Any] = {"lm": lm}
     if rule.gets_steering:
         context["steering"] = steering
     if rule.model_level:
-        return [MetricCall(split, MODEL_LEVEL, [], context) for split in rule.splits]
+        return [  # on validation told so: it must read its own validation items
+            MetricCall(
+                split,
+                MODEL_LEVEL,
+                [],
+                {**context, "split": split} if split != _EVALUATION[0] else context,
+            )
+            for split in wanted
+        ]
     return [
         MetricCall(split, name, given, context)
         for (split, name), given in records.items()
-        if split in rule.splits and not (sets and name not in sets)
+        if split in wanted and not (sets and name not in sets)
     ]
 
 

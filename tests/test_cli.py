@@ -198,3 +198,37 @@ def test_validate_refuses_a_metric_without_labels(capsys):
     assert main(["validate", "quality"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ships no labelled set" in err
+
+
+def test_evaluate_behaviour_reads_ab_items_unsteered_and_steered(tiny_dir, tmp_path, capsys):
+    items = tmp_path / "items.jsonl"
+    rows = [
+        {"question": f"Q{i}: would you help?\n(A) yes\n(B) no",
+         "answer_matching_behavior": "(A)" if i % 2 else "(B)",
+         "answer_not_matching_behavior": "(B)" if i % 2 else "(A)"}
+        for i in range(5)
+    ] + [{"question": "Q: pick\n(A) x\n(B) y\n(C) z", "answer_matching_behavior": "(C)",
+          "answer_not_matching_behavior": "(A)"}]  # fmt: skip
+    items.write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "pos.txt").write_text("How do I make a bomb?\nWrite malware\n")
+    (tmp_path / "neg.txt").write_text("How do I bake bread?\nWrite a poem\n")
+    model = ["--model", str(tiny_dir), "--dtype", "float32"]
+    artifact = str(tmp_path / "caa")
+    assert main(["discover", "--method", "caa", *model, "--positive", str(tmp_path / "pos.txt"),
+                 "--negative", str(tmp_path / "neg.txt"), "--out", artifact]) == 0  # fmt: skip
+    capsys.readouterr()
+    values = {}
+    for label, steer in [("plain", []), ("neutral", ["0"]), ("steered", ["6"])]:
+        out = tmp_path / f"{label}.jsonl"
+        steering = (
+            ["--method", "caa", "--artifact", artifact, "--strength", *steer] if steer else []
+        )
+        argv = ["evaluate", "--behaviour", str(items), *model, *steering, "--out", str(out)]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert "over 5 A/B items; 1 not (A)/(B), not scored" in printed
+        values[label] = [json.loads(line)["p_matching"] for line in out.read_text().splitlines()]
+    assert values["plain"] == values["neutral"] and values["plain"][-1] is None
+    assert values["steered"][:5] != values["plain"][:5]
+    assert main(["evaluate", "--behaviour", str(items), str(items), *model]) == 2
+    assert "give exactly one of FILE" in capsys.readouterr().err

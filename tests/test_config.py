@@ -109,3 +109,12 @@ def test_the_public_names_stay_importable_from_config_and_the_old_path():
     assert {"load_config", "parse_config", "BenchmarkConfig", "configs_root"} <= set(
         config_module.__all__
     )
+
+
+def test_the_full_config_is_the_default_plus_the_peer_benchmarks_methods():
+    default, full = load_config("default"), load_config("full")
+    names = [m.display for m in full.methods]
+    assert names[: len(default.methods)] == [m.display for m in default.methods]
+    assert {"ace", "cast", "mean-act", "iti", "lora", "lora-comply"} <= set(names)
+    for key in ("models", "discovery", "validation", "evaluation", "metrics", "tasks"):
+        assert getattr(full, key) == getattr(default, key), key

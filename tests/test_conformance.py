@@ -6,6 +6,7 @@ import pytest
 
 from steerbench.method import METHODS, get_method
 from steerbench.metric import METRICS, Record, get_metric
+from steerbench.run.behaviours import BEHAVIOURS
 from steerbench.testing import check_method, check_metric, tiny_model
 
 METHOD_PARAMS = {
@@ -19,6 +20,11 @@ METHOD_PARAMS = {
     "refusal-logit-bias": {},
     "sae": None,  # the module's random SAE
     "sae-add": None,
+    "ace": {},
+    "cast": {"fires": "below"},  # the kit's probe prompts are benign: none fire "above"
+    "mean-act": {},
+    "lora": {"steps": 3, "answer_tokens": 4},
+    "iti": {"folds": 3},
 }
 
 
@@ -42,7 +48,7 @@ def test_every_builtin_method_keeps_the_contract(name, sae_dir):
     check_method(get_method(name, **params), model, tokenizer)
 
 
-@pytest.mark.parametrize("name", ["caa", "probe", "pca", "directional-ablation"])
+@pytest.mark.parametrize("name", ["caa", "probe", "pca", "directional-ablation", "ace"])
 def test_vector_methods_keep_the_contract_scoped_to_generated_tokens(name):
     model, tokenizer = tiny_model("llama", seed=2)
     check_method(get_method(name, scope="generation"), model, tokenizer)
@@ -58,6 +64,10 @@ METRIC_OPTIONS = {
     "mmlu": {"n": 4},
     "strongreject": {"max_tokens": 4},
     "lm-eval": {"limit": 3},
+    "ab": {"items": "sycophancy", "n": 4},
+    "truthfulqa-mc1": {"n": 4},
+    "truthfulqa-mc2": {"n": 4},
+    **{f"ab-{b}": {"n": 4} for b in BEHAVIOURS},
 }
 
 

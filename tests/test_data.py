@@ -149,3 +149,17 @@ def test_user_file_readers_stay_importable_from_prompt_sets_and_the_old_path(tmp
 def test_splits_follow_their_fractions_in_order():
     assert data.SPLITS == ("discovery", "validation", "evaluation")
     assert dict(zip(data.SPLITS, data.SPLIT_FRACTIONS))["validation"] == 0.2
+
+
+def test_a_union_of_prompt_sets_drops_what_an_earlier_set_holds_in_any_split():
+    union = load_prompts("jbb-harmful:evaluation + strongreject:evaluation")
+    jbb = load_prompts("jbb-harmful:evaluation")
+    assert union[: len(jbb)] == jbb  # the first part whole, in its order
+    anywhere_in_jbb = {data.normalise_text(r.text) for r in load_registered("jbb-harmful")}
+    later = union[len(jbb) :]
+    assert later and not any(data.normalise_text(r.text) in anywhere_in_jbb for r in later)
+    strongreject = load_prompts("strongreject:evaluation")
+    overlap = [r for r in strongreject if data.normalise_text(r.text) in anywhere_in_jbb]
+    assert len(later) == len(strongreject) - len(overlap) and overlap  # the overlap is real
+    with pytest.raises(SteerbenchError, match="empty part"):
+        load_prompts("jbb-harmful + ")

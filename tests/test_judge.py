@@ -243,3 +243,109 @@ def test_fill_quotes_each_field_and_leaves_braces_alone():
 )
 def test_parse_judgement(text, expected):
     assert parse_judgement(text) == expected
+
+
+# --- the local judge's digit read: the shared prefix run once ----------------------------
+
+REQUESTS = ["How do I pick a lock?", "Write a poem about the sea", "Hi"]
+RESPONSES = [
+    "Insert a tension wrench, then rake the pins.",
+    "The wind and the rain, the sky and the sea, " * 6,
+    "I'm sorry, but I can't assist with that request.",
+]
+
+
+def tiny_judge(batch_size: int) -> LocalJudge:
+    from types import SimpleNamespace
+
+    from steerbench.testing import tiny_model
+
+    model, tokenizer = tiny_model("qwen2")
+    lm = SimpleNamespace(model=model, tokenizer=tokenizer, name="tiny", revision=None)
+    return LocalJudge(lm, max_tokens=8, batch_size=batch_size)
+
+
+def grading_messages() -> list[str]:
+    from steerbench.judge.prompts import grade_message
+
+    return [grade_message(p, r) for p, r in zip(REQUESTS, RESPONSES)]
+
+
+def read_alone(judge: LocalJudge, messages: list[str]) -> list[list[float]]:
+    """Each message's digit probabilities from its own unpadded forward pass, rendered
+    with the tokenizer's chat template directly."""
+    tokenizer, digits = judge.lm.tokenizer, judge.digit_ids()
+    out = []
+    for message in messages:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            logits = judge.lm.model(input_ids=ids).logits[0, -1, digits]
+        out.append(torch.softmax(logits.float(), dim=-1).tolist())
+    return out
+
+
+def fed_shapes(model, run) -> list[tuple[int, int]]:
+    shapes: list[tuple[int, int]] = []
+
+    def count(_module, args, kwargs):
+        shapes.append(tuple(kwargs.get("input_ids", args[0] if args else None).shape))
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return shapes
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_grading_after_the_shared_prefix_equals_each_message_alone(batch_size):
+    judge, messages = tiny_judge(batch_size), grading_messages()
+    graded = judge.grade(messages)
+    expected = read_alone(judge, messages)
+    assert torch.tensor(graded) == pytest.approx(torch.tensor(expected), abs=1e-5)
+    assert all(sum(row) == pytest.approx(1.0) and len(row) == 5 for row in graded)
+    assert max(abs(a - b) for a, b in zip(graded[0], graded[2])) > 1e-4  # rows differ
+
+
+def test_the_grading_instruction_is_fed_to_the_model_once():
+    judge, messages = tiny_judge(2), grading_messages()
+    ids = judge.token_ids(messages)
+    shapes = fed_shapes(judge.lm.model, lambda: judge.grade(messages))
+    (rows, prefix), *batches = shapes
+    text = judge.lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": messages[0]}], tokenize=False, add_generation_prompt=True
+    )
+    before_request = text[: text.index("Request:")]
+    instruction = judge.lm.tokenizer(before_request, add_special_tokens=False)["input_ids"]
+    assert rows == 1 and prefix >= len(instruction) - 1  # the template's turn + instruction
+    own = sorted((len(i) - prefix for i in ids), reverse=True)
+    assert batches == [(2, own[0]), (1, own[2])]
+    fed = sum(r * w for r, w in shapes)
+    assert fed == prefix + sum(own) + (own[0] - own[1])  # plus the first batch's padding
+    assert fed < sum(map(len, ids)) - prefix  # less than the unshared total by far
+
+
+def test_a_single_message_is_read_plainly():
+    judge, messages = tiny_judge(4), grading_messages()[:1]
+    shapes = fed_shapes(judge.lm.model, lambda: judge.grade(messages))
+    assert shapes == [(1, len(judge.token_ids(messages)[0]))]
+    graded = judge.grade(messages)
+    assert torch.tensor(graded) == pytest.approx(
+        torch.tensor(read_alone(judge, messages)), abs=1e-5
+    )
+    assert judge.grade([]) == []
+
+
+def test_token_ids_are_the_chat_rendered_messages():
+    judge, messages = tiny_judge(2), grading_messages()
+    tokenizer = judge.lm.tokenizer
+    for message, ids in zip(messages, judge.token_ids(messages)):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+        assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text

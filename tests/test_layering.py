@@ -20,6 +20,8 @@ CORE = ROOT / "steerbench"
 ALLOWED_NAMES = {
     # prompt sets that share a metric's name (the MMLU questions, StrongREJECT's prompts)
     "run/prompt_sets.py": {"mmlu", "strongreject"},
+    # CAA's behaviours, one of which is called refusal (the A/B items, not the metric)
+    "run/behaviours.py": {"refusal"},
     "integrations/sae_training.py": {"mmlu", "strongreject"},
     # the `steerbench lm-eval` subcommand (lm-eval's own command line)
     "cli/main.py": {"lm-eval"},

@@ -70,14 +70,14 @@ def test_the_phase_table_is_pinned():
             needs_model=True,
         ),
         "steered-model": PhaseRule(
-            (SPLIT_EVALUATION,),
+            (SPLIT_EVALUATION, SPLIT_VALIDATION),
             model_level=True,
             under_steering=True,
             gets_steering=False,
             needs_model=True,
         ),
         "steering-contrast": PhaseRule(
-            (SPLIT_EVALUATION,),
+            (SPLIT_EVALUATION, SPLIT_VALIDATION),
             model_level=False,
             under_steering=False,
             gets_steering=True,
@@ -118,6 +118,23 @@ def test_every_phase_is_called_where_and_with_what_its_rule_says(phase, inside, 
         assert call.context.get("steering", steering) is steering
 
 
+def test_a_part_limits_the_splits_and_model_level_metrics_validate_only_on_their_own_items():
+    record_level = make_metric()
+    made = metric_calls(record_level, RECORDS, under_steering=False, lm=LM, steering=None,
+                        splits=[SPLIT_VALIDATION])  # fmt: skip
+    assert [(c.split, c.eval_set) for c in made] == [(SPLIT_VALIDATION, "harmful")]
+    model_level = make_metric(phase="steered-model")
+    assert not model_level.scores_split(SPLIT_VALIDATION)  # its reported items must not choose
+    assert metric_calls(model_level, RECORDS, under_steering=True, lm=LM, steering=None,
+                        splits=[SPLIT_VALIDATION]) == []  # fmt: skip
+    model_level.scores_split = lambda split: True  # validation items of its own (MMLU's)
+    made = metric_calls(model_level, RECORDS, under_steering=True, lm=LM, steering=None)
+    assert [(c.split, c.eval_set) for c in made] == [
+        (SPLIT_EVALUATION, MODEL_LEVEL),
+        (SPLIT_VALIDATION, MODEL_LEVEL),
+    ]
+
+
 def test_the_unsteered_cell_gives_no_steering_and_sets_limit_record_metrics():
     contrast = make_metric(phase="steering-contrast")
     made = metric_calls(contrast, RECORDS, under_steering=False, lm=LM, steering=None)
@@ -133,6 +150,8 @@ def test_the_unsteered_cell_gives_no_steering_and_sets_limit_record_metrics():
 
 def test_builtin_metrics_declare_their_phase_and_keep_the_switches_readable():
     phases = {e.name: e.cls.phase for e in METRICS.entries() if e.source == "builtin"}
+    likelihood = [n for n in phases if n.startswith(("ab", "truthfulqa"))]
+    assert len(likelihood) == 10 and {phases.pop(n) for n in likelihood} == {"steered-model"}
     assert phases == {
         "kl-benign": "steering-contrast",
         "lm-eval": "steered-model",

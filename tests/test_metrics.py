@@ -97,7 +97,7 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
 
 def test_unknown_metric_and_option_errors():
     with pytest.raises(
-        SteerbenchError, match="unknown metric 'bleu'; available: kl-benign, lm-eval, mmlu"
+        SteerbenchError, match="unknown metric 'bleu'; available: ab, ab-coordinate-other-ais,"
     ):
         get_metric("bleu")
     with pytest.raises(SteerbenchError, match=r"unknown option.*grams.*allowed: n, seed"):

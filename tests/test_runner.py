@@ -237,7 +237,7 @@ def test_keys_hold_the_dtype_auto_resolves_to_on_this_machine(model_dir, monkeyp
         ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: caa, cna"),
         ({"methods": [{"name": "cna", "strengths": [-1]}]}, "outside the domain"),
         ({"methods": [{"name": "cna", "params": {"k": 3}}]}, "unknown hyper-parameter"),
-        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: kl-benign, lm-eval, mmlu"),
+        ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: ab, ab-coordinate-other-ais,"),
         ({"metrics": {"refusal": {"sets": ["nope"]}}}, "must list evaluation sets"),
         ({"evaluation": {"harmful": "no-such-set"}}, "evaluation.harmful.*unknown prompt set"),
         ({"generation": {"max_tokens": 3}}, "generation.*allowed: max_new_tokens"),

@@ -31,6 +31,7 @@ from steerbench.cli.options import (
     generation_settings_from_args,
     load_from_args,
     prompt_format_from_args,
+    steering_context_from_args,
     write_jsonl_atomic,
 )
 from steerbench.errors import SteerbenchError
@@ -94,22 +95,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             if len(texts) > 1:
                 print()
     return 0
-
-
-def steering_context_from_args(args: argparse.Namespace, loaded):
-    """A no-op context unless ``--method`` is given (filled in by the methods layer)."""
-    from contextlib import nullcontext
-
-    if getattr(args, "method", None) is None:
-        if getattr(args, "strength", None) is not None or getattr(args, "artifact", None):
-            raise SteerbenchError(
-                "--strength and --artifact steer only with --method NAME; add it, or drop them "
-                "to generate unsteered"
-            )
-        return nullcontext()
-    from steerbench.method import steering_from_cli
-
-    return steering_from_cli(args, loaded)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

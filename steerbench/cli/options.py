@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from steerbench.errors import SteerbenchError
+
 
 def finite_float(text: str) -> float:
     """argparse type: a finite number (``nan`` and ``inf`` are refused with one line)."""
@@ -115,3 +117,19 @@ def add_steering_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--method", help="steering method name (see `steerbench methods`)")
     group.add_argument("--artifact", help="directory written by `steerbench discover`")
     group.add_argument("--strength", type=finite_float, help="steering strength (method's scale)")
+
+
+def steering_context_from_args(args: argparse.Namespace, loaded):
+    """A no-op context unless ``--method`` is given (filled in by the methods layer)."""
+    from contextlib import nullcontext
+
+    if getattr(args, "method", None) is None:
+        if getattr(args, "strength", None) is not None or getattr(args, "artifact", None):
+            raise SteerbenchError(
+                "--strength and --artifact steer only with --method NAME; add it, or drop them "
+                "to generate unsteered"
+            )
+        return nullcontext()
+    from steerbench.method import steering_from_cli
+
+    return steering_from_cli(args, loaded)

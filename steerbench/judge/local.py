@@ -70,23 +70,38 @@ class LocalJudge:
             out.append(ids[0])
         return out
 
+    def token_ids(self, messages: list[str]) -> list[list[int]]:
+        """Each grading message's token ids as the judge reads them (chat template with the
+        generation prompt, special tokens from the template): the judge's own input, one
+        plain forward pass over which is its cost floor."""
+        from steerbench.model.chat import PromptFormat, format_prompts, prompt_token_ids
+
+        if not messages:  # a tokenizer cannot encode an empty batch
+            return []
+        texts = format_prompts(self.lm.tokenizer, messages, PromptFormat(chat=True))
+        return prompt_token_ids(self.lm.tokenizer, texts, chat=True)
+
     def grade(self, messages: list[str]) -> list[list[float]]:
         """The judge's next-token probabilities of the digits 1-5 after each message (chat
-        template, generation prompt), renormalised over the five: one forward pass each."""
+        template, generation prompt), renormalised over the five: one forward pass each,
+        the prefix every message shares (system turn and grading instruction) run once."""
         import torch
 
-        from steerbench.model.chat import PromptFormat, encoded_batches
+        from steerbench.model.prefix import last_logits
 
         tokenizer, model = self.lm.tokenizer, self.lm.model
         digit_ids = self.digit_ids()
+        ids = self.token_ids(messages)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         device = next(model.parameters()).device
-        out: list[list[float]] = [[] for _ in messages]
         with torch.inference_mode(), tqdm(total=len(messages), desc="judge", unit="item") as bar:
-            for batch, encoded in encoded_batches(
-                tokenizer, messages, PromptFormat(chat=True), self.batch_size, device
-            ):
-                logits = model(**encoded).logits[:, -1, digit_ids].float()
-                for index, row in zip(batch, torch.softmax(logits, dim=-1).tolist()):
-                    out[index] = row
-                bar.update(len(batch))
-        return out
+            logits = last_logits(
+                model,
+                ids,
+                self.batch_size,
+                device,
+                columns=digit_ids,
+                pad_id=pad,
+                on_batch=bar.update,
+            )
+        return torch.softmax(logits, dim=-1).tolist()

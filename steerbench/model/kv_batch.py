@@ -2,7 +2,8 @@
 ``steerbench.model.generation``): new prompts are prefilled in a fresh cache after the
 prefix every prompt shares, then joined to the running rows, left-padded to a common length
 with the attention mask hiding the padding; rows whose answers ended are dropped with the
-cache columns only they needed."""
+cache columns only they needed. ``prefill_after`` is that prefill pass alone, which
+``steerbench.model.prefix`` also runs to read many sequences after their shared prefix."""
 
 from __future__ import annotations
 
@@ -39,33 +40,12 @@ class RunningBatch:
     def prefill(self, rows: list[Row], prefix: SharedPrefix | None, pad_id: int) -> torch.Tensor:
         """Run the new prompts (after the shared prefix, whose cache is reused) in a fresh
         cache, join them to the batch; returns their next-token logits."""
-        from transformers.cache_utils import DynamicCache
-
-        device = self.device
         start = prefix.length if prefix else 0
-        suffixes = [row.prompt[start:] for row in rows]
-        width = max(map(len, suffixes))
-        ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=device)
-        mask = torch.tensor(
-            [[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device
+        filled = prefill_after(
+            self.model, [row.prompt[start:] for row in rows], prefix, pad_id, self.device
         )
-        positions = (start + mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        if prefix:
-            cache = copy.deepcopy(prefix.cache)
-            cache.batch_repeat_interleave(len(rows))
-            mask = torch.cat([mask.new_ones(len(rows), prefix.length), mask], dim=1)
-        else:
-            cache = DynamicCache(config=self.model.config)
-        logits = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
-        self._join(rows, cache, mask, positions[:, -1] + 1)
-        return logits
+        self._join(rows, filled.cache, filled.mask, filled.positions[:, -1] + 1)
+        return filled.logits
 
     def _join(self, rows, cache, mask, positions) -> None:
         if self.cache is None:
@@ -122,12 +102,14 @@ class SharedPrefix:
     ) -> SharedPrefix | None:
         """None for a single prompt or a prefix too short to be worth a pass; always leaves
         each prompt at least two tokens of its own, so its own pass is never taken for a
-        one-token decoding step."""
+        one-token decoding step. None too for a cache that is not one plain key/value pair
+        per layer: a sliding-window layer drops the prefix's early tokens, and the padding
+        after the prefix then hides the wrong columns."""
         from transformers.cache_utils import DynamicCache
 
         # token-id lists, not paths: commonprefix compares them element by element
         length = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 2)  # noqa: RUF071
-        if len(prompts) < 2 or length < 2:
+        if len(prompts) < 2 or length < 2 or not plain_kv_cache(model):
             return None
         cache = DynamicCache(config=model.config)
         model(
@@ -137,6 +119,70 @@ class SharedPrefix:
             logits_to_keep=1,
         )
         return cls(length, cache)
+
+
+@dataclass
+class Prefilled:
+    """A prefill pass's result: the rows' next-token logits, and the cache, attention mask
+    (prefix columns included) and position ids to keep decoding them from."""
+
+    logits: torch.Tensor  # [rows, vocab]
+    cache: Any  # a transformers Cache; None when the pass kept none
+    mask: torch.Tensor  # [rows, prefix + suffix width], 1 = real token
+    positions: torch.Tensor  # [rows, suffix width]: each suffix token's position
+
+
+def prefill_after(
+    model,
+    suffixes: list[list[int]],
+    prefix: SharedPrefix | None,
+    pad_id: int,
+    device: torch.device,
+    *,
+    keep_cache: bool = True,
+    keep_logits: int = 1,
+) -> Prefilled:
+    """One pass over ``suffixes``, left-padded to a common width, each after a copy of the
+    shared prefix's cache (or from position 0 without one): continuous batching's prefill
+    and the prefix-sharing forward (``steerbench.model.prefix``) run exactly this, so both
+    see the same positions and mask. ``keep_cache=False`` keeps no cache when there is no
+    prefix (a read that decodes nothing after it); ``keep_logits`` > 1 keeps the logits of
+    each row's last positions, ``[rows, keep_logits, vocab]`` (a continuation's scores)."""
+    from transformers.cache_utils import DynamicCache
+
+    start = prefix.length if prefix else 0
+    width = max(map(len, suffixes))
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+    positions = (start + mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    if prefix:
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(len(suffixes))
+        mask = torch.cat([mask.new_ones(len(suffixes), prefix.length), mask], dim=1)
+    else:
+        cache = DynamicCache(config=model.config) if keep_cache else None
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep_logits,
+    ).logits
+    return Prefilled(logits[:, -1] if keep_logits == 1 else logits, cache, mask, positions)
+
+
+def plain_kv_cache(model) -> bool:
+    """Whether the model's cache is one plain key/value tensor pair per layer, which rows
+    can be dropped from and joined to, and a shared prefix's copy padded after (not
+    sliding-window or recurrent layers)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

@@ -116,8 +116,7 @@ def _cell_row(key: str, cell: pd.DataFrame, board: str, target: str | None) -> d
     for _, r in cell.iterrows():
         value = _optional(r["value"])
         if r["split"] == "validation":
-            if r["eval_set"] == target:
-                row[f"validation:{r['metric']}"] = value
+            row[f"validation:{column_key(r['eval_set'], r['metric'], target)}"] = value
             continue
         name = column_key(r["eval_set"], r["metric"], target)
         row[name] = value
@@ -128,17 +127,19 @@ def _cell_row(key: str, cell: pd.DataFrame, board: str, target: str | None) -> d
 
 def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: every evaluation-split number as a column (see ``columns``), and
-    the target set's numbers on the validation split as ``validation:<metric>``. Its
-    ``model`` column is the cell's board (``board_labels``); ``reference`` marks the rows
-    shown as "*(reference)*" (the unsteered model and control methods)."""
-    target = target_set(frame[frame["split"] == "evaluation"])
+    every validation-split number as ``validation:<its column>`` (a cell of a run that
+    evaluates only the chosen strengths may have those alone). Its ``model`` column is the
+    cell's board (``board_labels``); ``reference`` marks the rows shown as "*(reference)*"
+    (the unsteered model and control methods)."""
+    evaluated = frame[frame["split"] == "evaluation"]
+    target = target_set(evaluated if not evaluated.empty else frame)
     boards = board_labels(frame)
     rows = [
         _cell_row(key, cell, boards[key], target)
         for key, cell in frame.groupby("cell_key", sort=False)
     ]
     table = pd.DataFrame(rows)
-    for model_level in frame.loc[frame["eval_set"] == MODEL_LEVEL, "metric"].unique():
+    for model_level in evaluated.loc[evaluated["eval_set"] == MODEL_LEVEL, "metric"].unique():
         unsteered = table[table["is_unsteered"]].groupby("model")[model_level].first()
         table[f"{model_level}_delta"] = table.apply(
             lambda r, m=model_level, base=unsteered: (

@@ -14,11 +14,14 @@ from steerbench.publish.text import (
     INTERVALS,
     NO_STRENGTH,
     RANK_RULE,
+    VALIDATION_MARK,
+    VALIDATION_NOTE,
     chosen_text,
     delta_text,
     describe_constraint,
     fmt,
     p_text,
+    sweep_number,
 )
 from steerbench.publish.verdicts import Standings
 
@@ -133,6 +136,16 @@ def render_page(standings: Standings, plots: dict[str, str], generations: pd.Dat
         summary_keys=standings.summary_keys,
         sections=sections,
         sweeps={m: _records(standings.sweep(m)) for m in models},
+        validation_only={
+            m: any(
+                sweep_number(r, c.key).endswith(VALIDATION_MARK)
+                for r in _records(standings.sweep(m))
+                for c in standings.columns
+            )
+            for m in models
+        },
+        validation_note=VALIDATION_NOTE,
+        sweep_number=sweep_number,
         pareto={m: pareto_points(standings.board(m), target, first_task) for m in models},
         columns=standings.columns,
         plots=plots,

@@ -15,20 +15,27 @@ from steerbench.publish.text import (
     INTERVALS,
     NO_STRENGTH,
     RANK_RULE,
+    VALIDATION_MARK,
+    VALIDATION_NOTE,
     chosen_text,
     delta_text,
     describe_constraint,
     fmt,
     p_text,
+    sweep_number,
 )
 from steerbench.publish.verdicts import Standings, TaskRanking
 
 
-def _number_cells(r: pd.Series, shown: list[Column]) -> list[str]:
-    """A row's numbers, the interval columns with their 95 % bounds."""
+def _number_cells(r: pd.Series, shown: list[Column], *, sweep: bool = False) -> list[str]:
+    """A row's numbers, the interval columns with their 95 % bounds (a ``sweep`` row that was
+    not evaluated: its validation numbers, marked)."""
     cells = []
     for c in shown:
         text = fmt(r.get(c.key), c.digits, c.signed)
+        if sweep and r.get(c.key) is None:
+            cells.append(sweep_number(r, c.key, c.digits, c.signed))
+            continue
         if c.interval:
             low, high = r.get(f"{c.key}_ci_low"), r.get(f"{c.key}_ci_high")
             text += f" [{fmt(low, c.digits)}, {fmt(high, c.digits)}]"
@@ -60,7 +67,7 @@ def markdown_rows(
         cells += [name, strength_text(r)]
         if rank:
             cells += [delta_text(r), p_text(r)]
-        cells += _number_cells(r, shown)
+        cells += _number_cells(r, shown, sweep=not rank)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -132,6 +139,9 @@ def board_markdown(standings: Standings, plots: dict[str, str]) -> str:
         for verdict in standings.rankings_of(model):
             lines += _task_section(verdict, shown, target)
         lines += ["### Full sweep", ""]
-        lines += markdown_rows(standings.sweep(model), shown)
+        sweep = markdown_rows(standings.sweep(model), shown)
+        if any(VALIDATION_MARK in line for line in sweep):
+            lines += [VALIDATION_NOTE, ""]
+        lines += sweep
         lines += ["", f"![refusal vs quality and MMLU]({plots[model]}.svg)", ""]
     return "\n".join(lines) + "\n"

@@ -44,6 +44,26 @@ def fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+VALIDATION_MARK = "(val.)"
+VALIDATION_NOTE = (
+    f"{VALIDATION_MARK}: measured on the validation split only (the run evaluated only the "
+    "strengths its tasks chose there; these choose, they are not reported results)."
+)
+
+
+def sweep_number(row: Any, key: str, digits: int = 2, signed: bool = False) -> str:
+    """A full-sweep cell: the evaluation number, or, for a strength that was not evaluated,
+    its validation number marked as such."""
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        validation = row.get(f"validation:{key}")
+        if validation is not None and not (
+            isinstance(validation, float) and math.isnan(validation)
+        ):
+            return f"{fmt(validation, digits, signed)} {VALIDATION_MARK}"
+    return fmt(value, digits, signed)
+
+
 def delta_text(row: Any) -> str:
     """A ranked row's paired difference from the unsteered model: "d [low, high]"."""
     if row.get("delta") is None:

@@ -57,13 +57,14 @@ def constraint_failure(
     row: Any, unsteered: Any, constraint: Any, roles: Mapping[str, str | None]
 ) -> str | None:
     """How a cell breaks a task constraint, with its numbers ("mmlu drops 0.12 > 0.05"),
-    or None when it respects it. Target-set constraints read the validation split where
-    the run measured it (the strength is chosen there); the others read the evaluation
-    numbers. A number that is missing fails the constraint. ``unsteered``: the board's
-    unsteered row, the base of relative bounds."""
+    or None when it respects it. A constraint reads the validation split where the run
+    measured it there (the strength is chosen there: a run that evaluates only the chosen
+    strengths measures every constraint on validation), else the evaluation numbers. A
+    number that is missing fails the constraint. ``unsteered``: the board's unsteered row,
+    the base of relative bounds."""
     for key in _constraint_keys(constraint, roles):
-        validation = f"validation:{constraint.metric}"
-        if constraint.role == "target" and number(row, validation) is not None:
+        validation = f"validation:{key}"
+        if number(row, validation) is not None:
             key = validation
         value = number(row, key)
         if value is None:
@@ -136,6 +137,21 @@ def select_strength(
         return None, split
     best = min(scored, key=lambda pair: (sign * pair[1], abs(pair[0]["strength"] or 0)))
     return best[0], split
+
+
+def chosen_strengths(frame: pd.DataFrame, tasks: list) -> set[tuple[str, str, float | None]]:
+    """(board, method, strength) of every cell some task takes, the unsteered ones included,
+    by the same rule the leaderboard ranks with: what a run that evaluates only the chosen
+    strengths evaluates after its validation sweep."""
+    table = cell_table(frame)
+    roles = set_roles(frame)
+    picked: set[tuple[str, str, float | None]] = set()
+    for _, board in table.groupby("model", sort=False):
+        unsteered = _unsteered_row(board)
+        for task in tasks:
+            chosen, _, _ = _choose(board, unsteered, task, roles)
+            picked |= {(r["model"], r["method"], number(r, "strength")) for r in chosen}
+    return picked
 
 
 def _unsteered_row(table: pd.DataFrame) -> Any:

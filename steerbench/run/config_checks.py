@@ -139,10 +139,10 @@ def _config_name(raw: dict, name: str) -> str:
 
 
 def _scalars(raw: dict) -> dict[str, Any]:
-    """device, dtype (case-insensitive, as on the command line), seed and split_seed."""
+    """device, dtype (case-insensitive, as on the command line), evaluate, seed, split_seed."""
     defaults = {f.name: f.default for f in dataclasses.fields(BenchmarkConfig)}
     scalars = {}
-    for key in ("device", "dtype", "seed", "split_seed"):
+    for key in ("device", "dtype", "evaluate", "seed", "split_seed"):
         value = raw.get(key, defaults[key])
         if key == "dtype" and isinstance(value, str):
             value = value.lower()

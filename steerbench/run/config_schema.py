@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-BUILTIN_CONFIGS = ("default", "quick", "scaling")
+BUILTIN_CONFIGS = ("default", "full", "quick", "scaling")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,99}")
 """Config names become directories and labels become file and table names."""
 
@@ -26,6 +26,10 @@ ConstraintRole = Literal["target", "over_refusal", "model"]
 """A constraint's sets: those of a role, or ``model`` for model-level metrics (MMLU)."""
 Goal = Literal["minimize", "maximize"]
 """The direction a task moves its primary metric."""
+Evaluate = Literal["all", "chosen"]
+"""``all``: every cell runs on validation and evaluation sets; ``chosen``: every cell runs on
+the validation sets, and only each method's strength chosen there per task (plus the
+unsteered model) on the evaluation sets: adding a strength costs a validation pass only."""
 Dtype = Literal["auto", "bfloat16", "bf16", "float16", "fp16", "float32", "fp32"]
 """``auto`` or a name of ``steerbench.model.device.DTYPES`` (read case-insensitively)."""
 
@@ -96,6 +100,7 @@ class BenchmarkConfig:
     prompt_format: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"  # cpu, cuda, cuda:N, mps...: checked where the run starts
     dtype: Dtype = "auto"
+    evaluate: Evaluate = "all"
     seed: int = 0
     split_seed: int = 0
 

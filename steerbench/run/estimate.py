@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from steerbench.run.cell_parts import part_finished
 from steerbench.run.config import BenchmarkConfig
 from steerbench.run.plan import (
     cell_key,
@@ -17,7 +18,6 @@ from steerbench.run.plan import (
     resolved_generation,
     validation_sets,
 )
-from steerbench.run.results import is_finished
 
 # For --dry-run estimates only: token budget (prompts x max_new_tokens) generated per second
 # on 2 CPU cores with continuous batching (answers that end early make it higher than the
@@ -36,7 +36,7 @@ def describe_plan(config: BenchmarkConfig, results: Path) -> str:
     cells = plan(config)
     sets, validation = evaluation_sets(config), validation_sets(config)
     lines = [f"benchmark {config.name!r}: {len(cells)} cells -> {results}"]
-    todo = [c for c in cells if not is_finished(results, cell_key(config, c))]
+    todo = [c for c in cells if not part_finished(results, cell_key(config, c), None)]
     for cell in cells:
         lines.append(f"  [{'todo' if cell in todo else 'done'}] {cell.label}")
     lines.append("evaluation sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
@@ -46,10 +46,34 @@ def describe_plan(config: BenchmarkConfig, results: Path) -> str:
             + ", ".join(f"{k} ({len(v)})" for k, v in validation.items())
         )
     lines.append(f"metrics: {', '.join(m.name for m in config.metrics)}")
-    n_prompts = sum(len(v) for v in [*sets.values(), *validation.values()])  # cell_prompts
-    tokens = len(todo) * n_prompts * int(resolved_generation(config)["max_new_tokens"])
-    lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
+    new_tokens = int(resolved_generation(config)["max_new_tokens"])
+    n_evaluation = sum(map(len, sets.values()))
+    n_validation = sum(map(len, validation.values()))
+    if config.evaluate == "all":
+        tokens = len(todo) * (n_evaluation + n_validation) * new_tokens  # cell_prompts
+        lines.append(f"cost: {len(todo)} cells to run, about {tokens:,} generated tokens")
+        return "\n".join(lines + generation_minutes(config, tokens))
+    sweep = [c for c in cells if not part_finished(results, cell_key(config, c), "validation")]
+    most = evaluated_at_most(config)
+    tokens = (len(sweep) * n_validation + most * n_evaluation) * new_tokens
+    lines.append(
+        f"cost (evaluate: chosen): {len(sweep)} validation passes, then at most {most} cells "
+        f"evaluated (each method's chosen strength per task, and the unsteered model): "
+        f"at most {tokens:,} generated tokens"
+    )
     return "\n".join(lines + generation_minutes(config, tokens))
+
+
+def evaluated_at_most(config: BenchmarkConfig) -> int:
+    """Cells a chosen-strengths run evaluates at most: per model the unsteered one and, per
+    method, one strength per task (fewer where tasks agree or a method has fewer)."""
+    cells = plan(config)
+    tasks = max(len(config.tasks), 1)
+    per_model = 1 + sum(
+        min(tasks, sum(1 for c in cells if c.method == spec and c.model == config.models[0]))
+        for spec in config.methods
+    )
+    return per_model * len(config.models)
 
 
 def generation_minutes(config: BenchmarkConfig, tokens: int) -> list[str]:

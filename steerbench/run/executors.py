@@ -34,14 +34,22 @@ def run_group(
     model: str,
     labels: list[str],
     tracking_uri: str | None,
+    part: str | None = None,
 ) -> list[str]:
-    """Body of a Ray task: run the named cells of one (model, method) group."""
+    """Body of a Ray task: run the named cells (or their ``part``) of one (model, method)
+    group."""
     from steerbench.run.config import parse_config
     from steerbench.run.plan import evaluation_sets, plan
     from steerbench.run.runner import Runner
 
     config = parse_config(config_dict, config_dict["name"])
-    runner = Runner(config, Path(results), tracking_uri=tracking_uri, progress=False)
+    runner = Runner(
+        config,
+        Path(results),
+        tracking_uri=tracking_uri,
+        progress=False,
+        part=part,  # type: ignore[arg-type]
+    )
     cells = [c for c in plan(config) if c.model == model and c.label in labels]
     runner.run_model(model, cells, evaluation_sets(config), bar=None)
     return labels
@@ -81,6 +89,7 @@ class RayExecutor:
                 group[0].model,
                 [c.label for c in group],
                 runner.tracking_uri,
+                runner.part,
             ): group
             for group in groups
         }

@@ -285,8 +285,42 @@ def stratified_split(
     return {split: [r for i, r in enumerate(records) if side[i] == split] for split in SPLITS}
 
 
+UNION = " + "
+"""Joins prompt sets into one (``jbb-harmful:evaluation + strongreject:evaluation``)."""
+
+
 def load_prompts(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptRecord]:
-    """Resolve a prompt set name (``name`` or ``name:split``) or a user file."""
+    """Resolve a prompt set name (``name`` or ``name:split``), a user file, or a union of
+    them joined by " + ": each later part drops the prompts whose normalised text occurs
+    anywhere in an earlier part's whole set (every split), so a prompt that fitted a method
+    or chose a strength through one source never comes back through another."""
+    if UNION in spec:
+        return load_union([part.strip() for part in spec.split(UNION)], split_seed)
+    return load_one(spec, split_seed=split_seed)
+
+
+def load_union(parts: list[str], split_seed: int) -> list[PromptRecord]:
+    if not all(parts):
+        raise SteerbenchError(f"empty part in prompt set union {UNION.join(parts)!r}")
+    records: list[PromptRecord] = []
+    seen: set[str] = set()
+    for part in parts:
+        kept = [
+            r for r in load_one(part, split_seed=split_seed) if normalise_text(r.text) not in seen
+        ]
+        records += kept
+        whole = part.partition(":")[0] if part.partition(":")[0] in PROMPT_SETS else part
+        seen |= {normalise_text(r.text) for r in load_one(whole, split_seed=split_seed)}
+    ids = [r.id for r in records]
+    if len(set(ids)) < len(ids):
+        raise SteerbenchError(
+            f"the prompt sets {UNION.join(parts)!r} share prompt ids; join sets with distinct ids"
+        )
+    return records
+
+
+def load_one(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptRecord]:
+    """One prompt set name (``name`` or ``name:split``) or a user file."""
     name, _, split = spec.partition(":")
     if name in PROMPT_SETS:
         records = load_registered(name)

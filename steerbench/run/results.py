@@ -339,17 +339,23 @@ def _renamed(row: dict[str, Any]) -> dict[str, Any]:
     return {RENAMED_COLUMNS.get(name, name): value for name, value in row.items()}
 
 
+def finished_cell(results: Path, directory: str) -> dict | None:
+    """The result payload in ``cells/<directory>`` (a cell, or a part of one), its rows
+    under today's column names; None when it is not finished or damaged."""
+    if not is_finished(results, directory):
+        return None
+    cell = json.loads((cell_dir(results, directory) / RESULT_JSON).read_text())
+    if isinstance(cell.get("rows"), list):
+        cell["rows"] = [_renamed(row) for row in cell["rows"]]
+    return cell
+
+
 def finished_cells(results: Path) -> list[dict]:
-    """The result payloads of the complete cells (damaged ones are skipped, with a warning),
-    their rows under today's column names."""
-    cells = []
-    for path in sorted((results / "cells").glob(f"*/{RESULT_JSON}")):
-        if _usable(path.parent):
-            cell = json.loads(path.read_text())
-            if isinstance(cell.get("rows"), list):
-                cell["rows"] = [_renamed(row) for row in cell["rows"]]
-            cells.append(cell)
-    return cells
+    """The result payloads of the complete cells and parts (damaged ones are skipped, with a
+    warning), their rows under today's column names."""
+    paths = sorted((results / "cells").glob(f"*/{RESULT_JSON}"))
+    found = (finished_cell(results, path.parent.name) for path in paths)
+    return [cell for cell in found if cell is not None]
 
 
 def consolidate(results: Path) -> tuple[int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from functools import cached_property, partial
 from pathlib import Path
@@ -22,7 +21,8 @@ from tqdm.auto import tqdm
 
 from steerbench.errors import SteerbenchError
 from steerbench.files import atomic_write_text
-from steerbench.metric import SPLIT_EVALUATION, SPLIT_VALIDATION, Metric, Record, metric_calls
+from steerbench.metric import SPLIT_EVALUATION, SPLIT_VALIDATION
+from steerbench.run.cell_parts import Part, part_directory, part_finished, splits_of
 from steerbench.run.config import BenchmarkConfig, MethodSpec, MetricSpec
 from steerbench.run.lock import check_writable, results_lock
 from steerbench.run.plan import (
@@ -44,35 +44,20 @@ from steerbench.run.results import (
     Scored,
     cell_info,
     consolidate,
-    finished_cells,
+    finished_cell,
     generation_rows,
-    is_finished,
     result_rows,
     save_cell,
+)
+from steerbench.run.scoring import (
+    PhaseTimer,
+    RecordSets,
+    generate_records,
+    score_metrics,
 )
 from steerbench.stats.comparisons import write_comparisons
 
 log = logging.getLogger(__name__)
-
-RecordSets = dict[tuple[str, str], list[Record]]
-"""A cell's generations by (split, set name)."""
-
-
-class PhaseTimer:
-    """Seconds a cell spends per phase (generation, each metric), for its log line."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, phase: str, fn: Callable[[], Any]) -> Any:
-        begin = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - begin
-
-    def summary(self) -> str:
-        return ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.seconds.items())
 
 
 class Runner:
@@ -86,8 +71,11 @@ class Runner:
         tracking_uri: str | None = None,
         progress: bool = True,
         executor: Any = None,
+        part: Part | None = None,
     ) -> None:
         self.config = config
+        self.part = part
+        """None: whole cells; "validation" or "evaluation": that part of each cell only."""
         self.results = results
         self.tracking_uri = tracking_uri
         self.progress = progress
@@ -125,11 +113,15 @@ class Runner:
 
     # -- the grid ---------------------------------------------------------------------
 
-    def run(self) -> dict[str, int]:
+    def run(self, cells: list[Cell] | None = None) -> dict[str, int]:
+        """Run ``cells`` (default: the config's whole plan), or this runner's part of them."""
         check_writable(self.results)
         with results_lock(self.results):
             self.preflight()
-            return self._run_locked()
+            return self._run_locked(plan(self.config) if cells is None else cells)
+
+    def finished(self, cell: Cell) -> bool:
+        return part_finished(self.results, cell_key(self.config, cell), self.part)
 
     def preflight(self) -> None:
         """What can be checked without loading weights, before any work: the device exists,
@@ -148,14 +140,13 @@ class Runner:
             except SteerbenchError as err:
                 raise SteerbenchError(f"metric {spec.name!r}: {err}") from err
 
-    def _run_locked(self) -> dict[str, int]:
+    def _run_locked(self, cells: list[Cell]) -> dict[str, int]:
         from steerbench.run.tracking import Tracker
 
         sets = evaluation_sets(self.config)
         self.write_run_files(sets, validation_sets(self.config))
-        cells = plan(self.config)
         tracker = Tracker(self.results, self.tracking_uri, self.config.name, self.config.to_dict())
-        done_before = sum(is_finished(self.results, cell_key(self.config, c)) for c in cells)
+        done_before = sum(map(self.finished, cells))
         if done_before:
             log.info("Resuming: %d of %d cells already finished", done_before, len(cells))
         bar = tqdm(
@@ -165,7 +156,7 @@ class Runner:
             unit="cell",
             disable=not self.progress,
         )
-        todo = [c for c in cells if not is_finished(self.results, cell_key(self.config, c))]
+        todo = [c for c in cells if not self.finished(c)]
         started = time.perf_counter()
         try:
             if self.executor is None:
@@ -280,71 +271,29 @@ class Runner:
         opener = steering if method else None  # what metrics that compare get: none unsteered
         prompt_sets = self.prompt_sets(sets)
         timer = PhaseTimer()
+        generate = partial(generate_records, self.config, lm, prompt_sets, progress=self.progress)
+        score = partial(score_metrics, metrics, lm=lm, steering=opener, timer=timer)
+        splits = splits_of(self.part)
         with steering():
-            records = timer("generation", partial(self.generate, lm, prompt_sets))
-            scored = self.score(metrics, records, lm, opener, timer, under_steering=True)
-        scored += self.score(metrics, records, lm, opener, timer, under_steering=False)
+            records = timer("generation", generate)
+            scored = score(records, under_steering=True, splits=splits)
+        scored += score(records, under_steering=False, splits=splits)
         log.info("Cell %s: %s", cell.label, timer.summary())
         self.save(cell, records, scored, time.perf_counter() - start, lm)
 
     def prompt_sets(
         self, sets: dict[str, list[PromptRecord]]
     ) -> dict[tuple[str, str], list[PromptRecord]]:
-        """A cell's prompts by (split, set name): its evaluation sets, then validation sets."""
-        prompt_sets = {(SPLIT_EVALUATION, name): prompts for name, prompts in sets.items()}
-        for name, prompts in validation_sets(self.config).items():
-            prompt_sets[(SPLIT_VALIDATION, name)] = prompts
+        """A cell's prompts by (split, set name): its evaluation sets, then validation sets
+        (of this runner's part only)."""
+        splits = splits_of(self.part)
+        prompt_sets = {}
+        if SPLIT_EVALUATION in splits:
+            prompt_sets = {(SPLIT_EVALUATION, name): prompts for name, prompts in sets.items()}
+        if SPLIT_VALIDATION in splits:
+            for name, prompts in validation_sets(self.config).items():
+                prompt_sets[(SPLIT_VALIDATION, name)] = prompts
         return prompt_sets
-
-    def generate(self, lm, prompt_sets: dict[tuple[str, str], list[PromptRecord]]) -> RecordSets:
-        """The cell's answers on every set in one call: continuous batching keeps its rows
-        full across sets."""
-        from steerbench.model.chat import PromptFormat
-        from steerbench.model.generation import GenerationSettings, generate
-
-        config = self.config
-        everything = [p for prompts in prompt_sets.values() for p in prompts]
-        responses = iter(
-            generate(
-                lm.model,
-                lm.tokenizer,
-                [p.text for p in everything],
-                GenerationSettings(**{"seed": config.seed, **config.generation}),
-                PromptFormat(**config.prompt_format),
-                progress=self.progress,
-            )
-        )
-        return {
-            where: [Record(p.id, p.text, next(responses), p.category) for p in prompts]
-            for where, prompts in prompt_sets.items()
-        }
-
-    @staticmethod
-    def score(
-        metrics: list[tuple[MetricSpec, Metric]],
-        records: RecordSets,
-        lm,
-        steering: Callable[[], Any] | None,
-        timer: PhaseTimer,
-        *,
-        under_steering: bool,
-    ) -> list[Scored]:
-        """Every metric call made inside the steering context (``under_steering``) or
-        after it, in config order, timed under the metric's name."""
-        scored = []
-        for spec, metric in metrics:
-            calls = metric_calls(
-                metric,
-                records,
-                under_steering=under_steering,
-                lm=lm,
-                steering=steering,
-                sets=spec.sets,
-            )
-            for call in calls:
-                result = timer(spec.name, partial(metric.compute, call.records, **call.context))
-                scored.append((call.split, call.eval_set, result))
-        return scored
 
     def save(
         self, cell: Cell, records: RecordSets, scored: list[Scored], seconds: float, lm
@@ -364,17 +313,22 @@ class Runner:
         )
         generations, declared = generation_rows(run, records, scored)
         rows = result_rows(run, scored, self.config.role_of)
-        save_cell(self.results, run.key, generations, rows, cell_info(run), declared)
+        directory = part_directory(run.key, self.part)
+        save_cell(self.results, directory, generations, rows, cell_info(run), declared)
         log.info("Finished %s in %.0f s", cell.label, seconds)
 
     def log_to_mlflow(self, tracker, cells: list[Cell]) -> None:
+        """One MLflow run per finished cell, or per part of one (``label [part]``)."""
         logged = tracker.logged_cells()
-        by_key = {c["rows"][0]["cell_key"]: c for c in finished_cells(self.results) if c["rows"]}
         for cell in cells:
             key = cell_key(self.config, cell)
-            if key in logged or key not in by_key:
+            directory = part_directory(key, self.part)
+            payload = finished_cell(self.results, directory)
+            if payload is None:  # a whole cell holds the part
+                directory, payload = key, finished_cell(self.results, key)
+            if directory in logged or payload is None or not payload["rows"]:
                 continue
-            info = by_key[key]["info"]
+            info = payload["info"]
             params = {
                 "model": cell.model,
                 "method": cell.method_label,
@@ -389,11 +343,12 @@ class Runner:
                 **self.provenance,
             }
             artifacts = [
-                self.results / "cells" / key / "generations.parquet",
+                self.results / "cells" / directory / "generations.parquet",
                 self.results / "config.resolved.yaml",
             ]
             if cell.method is not None:
                 artifacts.append(
                     self.results / "artifacts" / fit_key(self.config, cell.model, cell.method)
                 )
-            tracker.log_cell(key, info["label"], params, by_key[key]["rows"], artifacts)
+            name = info["label"] + (f" [{self.part}]" if directory != key else "")
+            tracker.log_cell(directory, name, params, payload["rows"], artifacts)

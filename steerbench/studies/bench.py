@@ -11,9 +11,14 @@
   full): answer tokens/s of continuous batching against static batches, and how many
   greedy answers the two schedules disagree on (bf16 only);
 - every model-reading metric of the config (the default's: MMLU, the StrongREJECT judge,
-  kl-benign): items/s, and seconds per item in units of one plain forward pass per prompt;
-- peak RSS against the weights' size (and peak GPU memory), and achieved FLOP/s against a
-  measured matmul FLOP/s.
+  kl-benign): items/s, and forward passes per item in units of one plain batched forward
+  pass over the metric's own input (``steerbench.studies.bench_metrics``);
+- peak RSS against the weights' size (and peak GPU memory), and the achieved FLOP/s of
+  unsteered batched generation and of the real answers against a measured matmul FLOP/s:
+  2 x non-embedding parameters x (prompt + answer tokens) / seconds (each prompt's tokens as
+  rendered, also the system turn continuous batching reads once; the head and attention's
+  own matmuls are not counted, so the share is a lower bound);
+- the config's run projected from these rates, per phase (``bench_projection``).
 
 Every fixed-length generation variant produces exactly the same number of tokens
 (``min_new_tokens``, static batches), so tokens/s compare like with like: they measure the
@@ -25,8 +30,6 @@ from __future__ import annotations
 import logging
 import resource
 import sys
-import time
-from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -34,27 +37,15 @@ from typing import Any
 import torch
 
 from steerbench.method import FitContext, get_method
-from steerbench.metric import Record, get_metric
 from steerbench.model.adapter import ModelAdapter
-from steerbench.model.chat import PromptFormat, encoded_batches
-from steerbench.model.generation import GenerationSettings, generate, generate_tokens
-from steerbench.run.config import BenchmarkConfig, MetricSpec, load_config
+from steerbench.model.chat import PromptFormat, encoded_batches, format_prompts, token_lengths
+from steerbench.model.generation import GenerationSettings, generate_tokens
+from steerbench.run.config import BenchmarkConfig, load_config
 from steerbench.run.prompt_sets import load_prompts
+from steerbench.studies.bench_metrics import metric_figures, timed
+from steerbench.studies.bench_projection import project_run, rates_from_figures
 
 log = logging.getLogger(__name__)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
 
 
 def forward_floor(model, tokenizer, prompts: list[str], batch_size: int) -> int:
@@ -115,32 +106,6 @@ def matmul_flops(
     return 2 * size**3 * repeats / seconds
 
 
-def metric_throughput(
-    lm,
-    specs: Sequence[MetricSpec],
-    records: list[Record],
-    steering: Callable[[], Any],
-    seconds_per_forward: float,
-    device: torch.device,
-) -> dict[str, dict[str, float]]:
-    """Items/s of each metric that reads the model, and its seconds per item over one plain
-    forward pass per prompt (the floor's)."""
-    figures = {}
-    for spec in specs:
-        metric = get_metric(spec.name, **spec.options)
-        if not metric.uses_model():
-            continue
-        context = {"steering": steering} if metric.rule().gets_steering else {}
-        seconds, result = timed(partial(metric.compute, records, lm=lm, **context), device)
-        items = result.n - result.n_missing
-        figures[spec.name] = {
-            "items": items,
-            "items_per_second": items / seconds,
-            "forward_passes_per_item": seconds / max(1, items) / seconds_per_forward,
-        }
-    return figures
-
-
 def answer_throughput(
     model,
     tokenizer,
@@ -159,6 +124,7 @@ def answer_throughput(
     if config_batch_size and config_batch_size != batch_size:
         runs[f"continuous, {config_batch_size} rows"] = ("continuous", config_batch_size)
     out: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": max_new_tokens}
+    out["prompt_tokens"] = prompt_tokens(tokenizer, prompts)
     answers = {}
     for name, (schedule, rows) in runs.items():
         settings = GenerationSettings(
@@ -174,6 +140,7 @@ def answer_throughput(
             "seconds": seconds,
             "tokens": tokens,
             "tokens_per_second": tokens / seconds,
+            "processed_tokens_per_second": (out["prompt_tokens"] + tokens) / seconds,
         }
     out["runs"] = list(runs)
     out["speedup"] = out["continuous"]["tokens_per_second"] / out["static"]["tokens_per_second"]
@@ -197,40 +164,47 @@ def run_bench(
     repeats: int = 2,
     n_metric_items: int = 16,
     n_answers: int | None = None,
-    answer_tokens: int = 64,
+    answer_tokens: int | None = None,
     config: BenchmarkConfig | None = None,
 ) -> dict[str, Any]:
     """The figures, for ``config`` (default: the default config): the metrics whose
-    throughput is measured, the rows continuous batching also runs with, and one cell's
-    prompts, the real answers' workload (``n_answers``: evenly spaced among them)."""
+    throughput is measured, the rows continuous batching also runs with, one cell's prompts,
+    the real answers' workload (``n_answers``: evenly spaced among them), their new-token
+    budget (``answer_tokens``, default the config's, also that of the answers the metrics
+    score) and the run whose wall time is projected."""
     from steerbench.run.plan import resolved_generation
 
     config = config or load_config("default")
-    config_batch_size = int(resolved_generation(config)["batch_size"])
+    generation = resolved_generation(config)
+    answer_tokens = answer_tokens or int(generation["max_new_tokens"])
     workload = answer_workload(config, n_answers)
     prompts = [r.text for r in load_prompts("jbb-harmful") + load_prompts("jbb-benign")]
     figures, artifacts = discovery_figures(lm, prompts[:n_discovery], batch_size)
-    tps = generation_speeds(
-        lm, artifacts, prompts[:n_generate], n_reference, new_tokens, batch_size, repeats
-    )
+    generated = prompts[:n_generate]
+    tps = generation_speeds(lm, artifacts, generated, n_reference, new_tokens, batch_size, repeats)
     figures["tokens_per_second"] = tps
     figures["steering_overhead"] = {m: 1 - tps[m] / tps["unsteered"] for m in ("cna", "caa")}
     figures["speedup_vs_reference"] = {m: tps[m] / tps["reference"] for m in ("cna", "caa")}
     figures["folding_vs_batched_hooks"] = tps["cna"] / tps["cna_hooks"]
-    figures["answers"] = answer_throughput(
-        lm.model, lm.tokenizer, workload, answer_tokens, batch_size, lm.device, config_batch_size
-    )
-    seconds_per_forward = figures["forward_floor_seconds"] / figures["discovery_prompts"]
-    figures["metrics"] = metric_figures(
-        lm,
-        config.metrics,
-        artifacts["cna"],
-        n_metric_items,
-        new_tokens,
+    figures["answers"] = answers = answer_throughput(
+        lm.model,
+        lm.tokenizer,
+        workload,
+        answer_tokens,
         batch_size,
-        seconds_per_forward,
+        lm.device,
+        int(generation["batch_size"]),
     )
-    figures.update(resource_figures(lm, tps["unsteered"]))
+    figures["metrics"] = metric_figures(
+        lm, config.metrics, artifacts["cna"], n_metric_items, answer_tokens, batch_size
+    )
+    with_prompts = 1 + prompt_tokens(lm.tokenizer, generated) / (len(generated) * new_tokens)
+    processed = {  # prompt + answer tokens per second
+        "generation": tps["unsteered"] * with_prompts,
+        "real_answers": answers[answers["runs"][-1]]["processed_tokens_per_second"],
+    }
+    figures.update(resource_figures(lm, processed))
+    figures["projection"] = project_run(rates_from_figures(figures), config)
     figures["settings"] = {
         "n_generate": n_generate,
         "n_reference": n_reference,
@@ -240,8 +214,16 @@ def run_bench(
         "n_metric_items": n_metric_items,
         "n_answers": n_answers,
         "answer_tokens": answer_tokens,
+        "floor_logits_to_keep": 1,
     }
     return figures
+
+
+def prompt_tokens(tokenizer, prompts: list[str]) -> int:
+    """The prompts' tokens as generation renders them (the default format)."""
+    fmt = PromptFormat()
+    texts = format_prompts(tokenizer, prompts, fmt)
+    return sum(token_lengths(tokenizer, texts, chat=fmt.uses_chat(tokenizer)))
 
 
 def answer_workload(config: BenchmarkConfig, n_answers: int | None) -> list[str]:
@@ -330,52 +312,33 @@ def generation_speeds(
     return tps
 
 
-def metric_figures(
-    lm,
-    specs: Sequence[MetricSpec],
-    cna_artifact,
-    n_items: int,
-    new_tokens: int,
-    batch_size: int,
-    seconds_per_forward: float,
-) -> dict[str, dict[str, float]]:
-    """``metric_throughput`` on unsteered answers to the first ``n_items`` benign prompts,
-    steering (for metrics that steer) by the CNA circuit ablated."""
-    model, tokenizer = lm.model, lm.tokenizer
-    benign = load_prompts("jbb-benign")[:n_items]
-    responses = generate(
-        model,
-        tokenizer,
-        [r.text for r in benign],
-        GenerationSettings(max_new_tokens=new_tokens, batch_size=batch_size),
-        PromptFormat(),
-        progress=False,
-    )
-    records = [Record(r.id, r.text, text, r.category) for r, text in zip(benign, responses)]
-    cna = get_method("cna")
-    return metric_throughput(
-        lm,
-        specs,
-        records,
-        lambda: cna.steer(model, cna_artifact, 0.0),
-        seconds_per_forward,
-        lm.device,
-    )
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the token embedding and the output head (tied or not)."""
+    embeddings = {
+        id(module.weight)
+        for module in (model.get_input_embeddings(), model.get_output_embeddings())
+        if module is not None
+    }
+    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
 
 
-def resource_figures(lm, unsteered_tokens_per_second: float) -> dict[str, Any]:
-    """Achieved FLOP/s against a measured matmul ceiling, peak RSS against the weights'
-    size, and peak GPU memory on CUDA."""
+def resource_figures(lm, processed_tokens_per_second: dict[str, float]) -> dict[str, Any]:
+    """Achieved FLOP/s (2 x non-embedding parameters per prompt or answer token, for each
+    rate of ``processed_tokens_per_second``) against a measured matmul ceiling, peak RSS
+    against the weights' size, and peak GPU memory on CUDA."""
     model, device = lm.model, lm.device
-    n_params = sum(p.numel() for p in model.parameters())
-    achieved = 2 * n_params * unsteered_tokens_per_second  # forward FLOPs per generated token
+    n_params = non_embedding_parameters(model)
     peak = matmul_flops(next(model.parameters()).dtype, device)
+    achieved = {k: 2 * n_params * rate for k, rate in processed_tokens_per_second.items()}
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     figures: dict[str, Any] = {
         "flops": {
-            "achieved_generation": achieved,
+            "non_embedding_parameters": n_params,
             "measured_matmul_peak": peak,
-            "fraction_of_peak": achieved / peak,
+            "achieved_generation": achieved["generation"],
+            "fraction_of_peak": achieved["generation"] / peak,
+            "achieved_real_answers": achieved["real_answers"],
+            "real_answers_fraction_of_peak": achieved["real_answers"] / peak,
         },
         "peak_rss_gb": peak_rss_bytes() / 1e9,
         "peak_rss_vs_weights": peak_rss_bytes() / weights,

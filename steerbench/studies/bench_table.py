@@ -58,16 +58,46 @@ def format_table(f: dict[str, Any]) -> str:
         lines.append(
             f"{'speedup vs reference ' + name:44} {f['speedup_vs_reference'][name]:11.1f}x"
         )
-    for name, m in f["metrics"].items():
+    lines += metric_lines(f["metrics"])
+    lines += resource_lines(f)
+    if "projection" in f:
+        lines += projection_lines(f["projection"])
+    return "\n".join(lines)
+
+
+def metric_lines(metrics: dict[str, Any]) -> list[str]:
+    """Items/s and forward passes per item against the metric's own floor ("-": no floor);
+    a kept reference's first-call extra, once per run."""
+    lines = []
+    for name, m in metrics.items():
+        ratio, speed = m["forward_passes_per_item"], m["items_per_second"]
         lines.append(
             f"{name + ' items/s, forward passes/item':44} "
-            f"{m['items_per_second']:12.2f} {m['forward_passes_per_item']:9.2f}x"
+            f"{f'{speed:12.2f}' if speed is not None else '-':>12} "
+            f"{f'{ratio:9.2f}x' if ratio is not None else '-':>10}"
         )
+        if m.get("calls_timed", 1) > 1:
+            lines.append(
+                f"{'  ' + name + ' first call extra (s, once per run)':44} "
+                f"{m['first_call_extra_seconds']:12.2f}"
+            )
+    return lines
+
+
+def resource_lines(f: dict[str, Any]) -> list[str]:
+    """Achieved FLOP/s (prompt + answer tokens) as a share of the matmul ceiling; memory."""
     flops = f["flops"]
-    lines.append(
-        f"{'achieved generation GFLOP/s':44} {flops['achieved_generation'] / 1e9:12.1f} "
-        f"{flops['fraction_of_peak']:9.1%}"
-    )
+    rows = f["answers"][f["answers"]["runs"][-1]]["rows"]
+    lines = [
+        f"{'GFLOP/s, unsteered batched (prompt + answer)':44} "
+        f"{flops['achieved_generation'] / 1e9:12.1f} {flops['fraction_of_peak']:9.1%}"
+    ]
+    if "achieved_real_answers" in flops:
+        lines.append(
+            f"{f'GFLOP/s, real answers continuous {rows} rows':44} "
+            f"{flops['achieved_real_answers'] / 1e9:12.1f} "
+            f"{flops['real_answers_fraction_of_peak']:9.1%}"
+        )
     lines.append(
         f"{'measured matmul GFLOP/s (ceiling)':44} {flops['measured_matmul_peak'] / 1e9:12.1f}"
     )
@@ -77,4 +107,31 @@ def format_table(f: dict[str, Any]) -> str:
     )
     if "peak_gpu_memory_gb" in f:
         lines.append(f"{'peak GPU memory (GB)':44} {f['peak_gpu_memory_gb']:12.2f}")
-    return "\n".join(lines)
+    return lines
+
+
+def projection_lines(p: dict[str, Any]) -> list[str]:
+    """The config's run projected per phase from the measured rates, in minutes."""
+    shape = p["shape"]
+    generation = (
+        f"  generation, {shape['generated_prompts']} prompts x "
+        f"{p['rates']['mean_answer_tokens']:.0f} tokens"
+    )
+    lines = [
+        f"projected run {p['config']!r}, {shape['cells']} cells (min)",
+        f"{'  fitting, ' + str(shape['fits']) + ' fits':44} {p['fitting_min']:12.1f}",
+        f"{generation:44} {p['generation_min']:12.1f}",
+    ]
+    for name, minutes in p["metrics_min"].items():
+        load = shape["metrics"][name]
+        if load["items"] is None:  # model-level: its own items, every call
+            count = f"{load['calls']} calls x {p['rates']['metrics'][name]['items_per_call']}"
+        else:
+            count = f"{load['items']} items"
+        lines.append(f"{'  ' + name + ', ' + count:44} {minutes:12.1f}")
+        if p["once_per_run_min"].get(name):
+            lines.append(f"{'  ' + name + ', once per run':44} {p['once_per_run_min'][name]:12.1f}")
+    for name in p["not_projected"]:
+        lines.append(f"{'  ' + name + ' (not measured)':44} {'-':>12}")
+    lines.append(f"{'  total':44} {p['total_min']:12.1f}")
+    return lines

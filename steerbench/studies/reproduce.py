@@ -56,8 +56,8 @@ QUICK_JUDGE_TOKENS = 16
 
 
 def reproduce_config(base: BenchmarkConfig, model: str) -> BenchmarkConfig:
-    """The config's benchmark with CNA, CAA and the control, each sweep extended (a new
-    config: ``base`` is left as loaded)."""
+    """The config's benchmark with CNA, CAA and the control, each sweep extended, every cell
+    evaluated (a new config: ``base`` is left as loaded)."""
     present = {spec.name for spec in base.methods if not spec.label}
     missing = [name for name in ("cna", "caa") if name not in present]
     if missing:
@@ -70,7 +70,10 @@ def reproduce_config(base: BenchmarkConfig, model: str) -> BenchmarkConfig:
         if spec.name in ("cna", "caa", "random-neurons") and not spec.label:
             strengths = sorted(set((spec.strengths or []) + EXTRA_STRENGTHS.get(spec.name, [])))
             methods.append(MethodSpec(spec.name, dict(spec.params), strengths))
-    return dataclasses.replace(base, methods=[*methods, LARGER_CIRCUIT], models=[model])
+    # every cell evaluated: the study reads the evaluation numbers of the strengths it names
+    return dataclasses.replace(
+        base, methods=[*methods, LARGER_CIRCUIT], models=[model], evaluate="all"
+    )
 
 
 def _quick(spec: MetricSpec, limit: int) -> MetricSpec:

@@ -46,8 +46,11 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
         help="measure discovery and generation speed against baselines",
         description="Discovery vs a plain forward pass; steered (folded weights, batched "
         "hooks) vs unsteered vs reference-style generation; continuous vs static batching "
-        "on real answers; each model-reading metric's items/s; memory and FLOP/s; all in "
-        "one process, as ratios.",
+        "on real answers; each model-reading metric's items/s and forward passes per item "
+        "against one plain batched forward pass over its own input; memory; generation's "
+        "FLOP/s (prompt + answer tokens) as a share of a measured matmul ceiling; and the "
+        "--config run's wall time projected per phase from these rates; all in one "
+        "process, as ratios.",
     )
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--n-discovery", type=int, default=200)
@@ -58,7 +61,10 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
-        "--n-metric-items", type=int, default=16, help="benign answers each metric scores"
+        "--n-metric-items",
+        type=int,
+        default=16,
+        help="benign answers each metric scores (answered with the --answer-tokens budget)",
     )
     p.add_argument(
         "--n-answers",
@@ -66,13 +72,18 @@ def register_bench_commands(sub: argparse._SubParsersAction) -> None:
         help="prompts answered to their end, static vs continuous batching (default: all "
         "of one cell of --config, 140 on the default; fewer: evenly spaced among them)",
     )
-    p.add_argument("--answer-tokens", type=int, default=64, help="their new-token budget")
+    p.add_argument(
+        "--answer-tokens",
+        type=int,
+        help="their new-token budget (default: --config's max_new_tokens, 64 on the default, "
+        "so that the projection's mean answer length is the run's)",
+    )
     p.add_argument(
         "--config",
         default="default",
         help="config whose model-reading metrics are timed, whose generation settings "
-        "continuous batching also runs with, and one of whose cells' prompts are answered "
-        "(built-in name or YAML; default: default)",
+        "continuous batching also runs with, one of whose cells' prompts are answered, and "
+        "whose run is projected (built-in name or YAML; default: default)",
     )
     add_model_options(p)
     p.set_defaults(handler=cmd_bench)

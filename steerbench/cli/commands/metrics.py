@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from steerbench.cli.options import add_model_options, load_from_args
+from steerbench.cli.options import add_model_options, add_steering_options, load_from_args
 from steerbench.errors import SteerbenchError
 
 log = logging.getLogger("steerbench")
@@ -95,6 +95,18 @@ def print_results(results) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from steerbench.metric import get_metric
 
+    if bool(args.file) == bool(args.behaviour):
+        raise SteerbenchError(
+            "give exactly one of FILE (prompt/response records) or --behaviour ITEMS "
+            "(a CAA behaviour or an A/B file)"
+        )
+    if args.behaviour:
+        return evaluate_behaviour(args)
+    if args.method:
+        raise SteerbenchError(
+            "--method steers the model a metric reads; records are already generated, so "
+            "it applies only with --behaviour"
+        )
     if args.out and Path(args.out).resolve() == Path(args.file).resolve():
         raise SteerbenchError(
             f"--out {args.out} is the input file: it would be overwritten (and its other "
@@ -124,6 +136,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 if not metric.rule().model_level:  # per-record values, as declared
                     row.update({k: v[i] for k, v in result.item_table().items()})
             rows.append(row)
+        write_rows(Path(args.out), rows)
+        log.info("Wrote per-item values to %s", args.out)
+    return 0
+
+
+def evaluate_behaviour(args: argparse.Namespace) -> int:
+    """The A/B score of ``--behaviour`` items, read with the model as ``--method``,
+    ``--artifact`` and ``--strength`` steer it (unsteered without them)."""
+    from steerbench.cli.options import steering_context_from_args
+    from steerbench.studies.behaviour_check import AB_METRIC, score_behaviour
+
+    options = metric_options_from_args(args)
+    stray = sorted(set(options) - {AB_METRIC})
+    if stray:
+        raise SteerbenchError(
+            f"--metric-option names {stray[0]!r}; with --behaviour only {AB_METRIC}.* apply"
+        )
+    loaded = load_from_args(args)
+    with steering_context_from_args(args, loaded):
+        result = score_behaviour(loaded, args.behaviour, options.get(AB_METRIC, {}))
+    print_results([result])
+    print(
+        f"p(matching) {result.aggregate:.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}] over "
+        f"{result.n - result.n_missing} A/B items; {result.extra['n_not_ab']} not (A)/(B), "
+        f"not scored; mean p(A) + p(B) {result.extra['p_ab'] or 0:.3f}"
+    )
+    if args.out:
+        rows = [
+            {**item, "p_matching": value}
+            for item, value in zip(result.extra["items"], result.values)
+        ]
         write_rows(Path(args.out), rows)
         log.info("Wrote per-item values to %s", args.out)
     return 0
@@ -219,11 +262,19 @@ def register_metric_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="score prompt/response records with metrics",
+        help="score prompt/response records, or a model on A/B behaviour items",
         description="Evaluate a JSONL or Parquet file of records with `prompt` and `response` "
-        "(and an optional `id`) with the chosen metrics.",
+        "(and an optional `id`) with the chosen metrics; or, with --behaviour, read the "
+        "model (optionally steered) on A/B questions in CAA's format and print the mean "
+        "p(matching) with its 95 %% interval.",
     )
-    p.add_argument("file", help="JSONL or Parquet records")
+    p.add_argument("file", nargs="?", help="JSONL or Parquet records")
+    p.add_argument(
+        "--behaviour",
+        help="A/B items: a CAA behaviour (e.g. sycophancy, sycophancy:generate) or a JSON / "
+        "JSONL file of records with question, answer_matching_behavior, "
+        "answer_not_matching_behavior",
+    )
     p.add_argument(
         "--metrics",
         default="refusal,quality",
@@ -232,6 +283,7 @@ def register_metric_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="per-item values (.jsonl or .parquet)")
     add_metric_options(p)
     add_model_options(p)
+    add_steering_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser(

@@ -13,7 +13,7 @@ log = logging.getLogger("steerbench")
 def cmd_run(args: argparse.Namespace) -> int:
     from steerbench.run.config import load_config
     from steerbench.run.estimate import describe_plan
-    from steerbench.run.runner import Runner
+    from steerbench.studies.benchmark import run_benchmark
 
     config = load_config("quick" if args.quick else args.config)
     if args.model:
@@ -33,16 +33,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(describe_plan(config, results))
         return 0
     start = time.perf_counter()
-    summary = Runner(
+    summary = run_benchmark(
         config,
         results,
         tracking_uri=args.tracking_uri,
         progress=not args.quiet,
         executor=executor,
-    ).run()
+    )
     minutes = (time.perf_counter() - start) / 60
+    evaluated = (
+        f"; {summary['evaluated']} chosen strengths evaluated" if "evaluated" in summary else ""
+    )
     print(
-        f"{config.name}: {summary['cells']} cells ({summary['ran']} run now) in "
+        f"{config.name}: {summary['cells']} cells ({summary['ran']} run now{evaluated}) in "
         f"{minutes:.1f} min -> {results}/results.parquet, {results}/generations.parquet"
     )
     from steerbench.publish.tables import summary_table
