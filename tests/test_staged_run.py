@@ -126,3 +126,13 @@ def test_the_built_leaderboard_marks_the_strengths_measured_on_validation_only(
     assert "(val.)" in sweep and "measured on the validation split only" in sweep
     assert "(val.)" not in markdown.split("### Full sweep", 1)[0]  # rankings: evaluation only
     assert "measured on the validation split only" in (out / "index.html").read_text()
+
+
+def test_the_dry_run_tells_swept_from_evaluated_cells(staged_run):
+    from steerbench.run.estimate import describe_plan
+
+    config, results, summary = staged_run
+    plan_text = describe_plan(config, results)
+    assert plan_text.count("[done]") == summary["evaluated"]
+    assert plan_text.count("[swept]") == summary["cells"] - summary["evaluated"]
+    assert "cost (evaluate: chosen): 0 validation passes" in plan_text

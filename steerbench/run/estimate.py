@@ -38,7 +38,9 @@ def describe_plan(config: BenchmarkConfig, results: Path) -> str:
     lines = [f"benchmark {config.name!r}: {len(cells)} cells -> {results}"]
     todo = [c for c in cells if not part_finished(results, cell_key(config, c), None)]
     for cell in cells:
-        lines.append(f"  [{'todo' if cell in todo else 'done'}] {cell.label}")
+        swept = part_finished(results, cell_key(config, cell), "validation")
+        status = "done" if cell not in todo else "swept" if swept else "todo"
+        lines.append(f"  [{status}] {cell.label}")
     lines.append("evaluation sets: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
     if validation:
         lines.append(
