@@ -319,7 +319,7 @@ def test_run_shape_of_a_chosen_strengths_run_counts_the_sweep_and_the_evaluated_
     shape = run_shape(parse_config(tiny_config(tmp_path, **overrides), "tiny"))
     # 5 cells swept on 2 validation sets of 3; at most unsteered + cna x 2 (two tasks) +
     # random-neurons + caa evaluated on 2 evaluation sets of 3
-    assert (shape.cells, shape.generated_prompts) == (5 + 5, 5 * 6 + 5 * 6)
+    assert (shape.cells, shape.generated_prompts) == (5, 5 * 6 + 5 * 6)
     assert shape.metrics["mmlu"] == MetricLoad(5 + 5, None)  # each part reads its questions
     assert shape.metrics["kl-benign"] == MetricLoad(4 + 4, 4 * 3 + 4 * 3, 3 + 3)
 

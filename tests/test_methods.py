@@ -212,7 +212,9 @@ def test_artifact_save_load_round_trip(fitted, tmp_path):
 
 def test_bad_method_inputs_are_clear_errors(fitted):
     *_, cna, artifact = fitted
-    with pytest.raises(SteerbenchError, match="unknown method 'nope'; available: caa, cna"):
+    with pytest.raises(
+        SteerbenchError, match="unknown method 'nope'; available: ace, caa, cast, cna"
+    ):
         get_method("nope")
     with pytest.raises(SteerbenchError, match=r"unknown hyper-parameter.*topk.*allowed"):
         get_method("cna", topk=3)

@@ -234,7 +234,7 @@ def test_keys_hold_the_dtype_auto_resolves_to_on_this_machine(model_dir, monkeyp
             {"modles": ["x"]},
             "'modles': unknown key \\(did you mean 'models'\\?\\); allowed: device, discovery",
         ),
-        ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: caa, cna"),
+        ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: ace, caa, cast, cna"),
         ({"methods": [{"name": "cna", "strengths": [-1]}]}, "outside the domain"),
         ({"methods": [{"name": "cna", "params": {"k": 3}}]}, "unknown hyper-parameter"),
         ({"metrics": {"bleu": {}}}, "metrics.bleu.*allowed: ab, ab-coordinate-other-ais,"),

@@ -125,7 +125,7 @@ def run_shape(config: BenchmarkConfig) -> RunShape:
         n * sum(size for (split, _), size in sizes.items() if split in splits)
         for splits, n, _ in parts
     )
-    return RunShape(sum(n for _, n, _ in parts), fits, discovery, generated, metrics)
+    return RunShape(len(cells), fits, discovery, generated, metrics)
 
 
 def metric_load(
