@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from steerbench.errors import SteerbenchError
+from steerbench.interventions import shifted_biases
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 from steerbench.model.adapter import ModelAdapter
 from steerbench.model.chat import encoded_batches
@@ -254,19 +255,9 @@ def shift_heads(
     ``x + head_shifts[i]`` at every position: folded into ``o_proj``'s bias, whose original
     (or absence) is restored on exit, also on exceptions."""
     adapter = ModelAdapter.from_model(model)
-    saved: list[tuple[nn.Linear, torch.Tensor | None]] = []
-    try:
-        with torch.no_grad():
-            for layer, shift in bias_shifts(adapter, layers, heads, head_shifts).items():
-                proj = o_proj(adapter, layer)
-                original = proj.bias
-                saved.append((proj, original))
-                bias = shift if original is None else original.detach().float() + shift
-                proj.bias = nn.Parameter(bias.to(proj.weight.dtype), requires_grad=False)
+    shifts = bias_shifts(adapter, layers, heads, head_shifts)
+    with shifted_biases({o_proj(adapter, layer): shift for layer, shift in shifts.items()}):
         yield
-    finally:
-        for proj, saved_bias in reversed(saved):
-            proj.bias = saved_bias  # type: ignore[assignment]  # torch types it as non-None
 
 
 @METHODS.register("iti")

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from steerbench.errors import SteerbenchError
+from steerbench.interventions import shifted_biases
 from steerbench.method import METHODS, Artifact, FitContext, SteeringMethod, TensorSpec
 from steerbench.methods.cna import resolve_k, select_top_k
 from steerbench.model.adapter import ModelAdapter
@@ -104,7 +105,7 @@ def affine_mlp_neurons(
     to its bias. Columns and bias are restored exactly on exit, also on an exception."""
     adapter = ModelAdapter.from_model(model)
     saved_columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    saved_biases: list[tuple[nn.Linear, torch.Tensor | None]] = []
+    shifts: dict[nn.Linear, torch.Tensor] = {}
     try:
         with torch.no_grad():
             for layer in torch.unique(layers).tolist():
@@ -116,18 +117,14 @@ def affine_mlp_neurons(
                 saved_columns.append((weight, columns, original))
                 scale = alpha[chosen].to(device=weight.device, dtype=torch.float32)
                 offset = beta[chosen].to(device=weight.device, dtype=torch.float32)
-                shift = original.float() @ offset
-                saved_biases.append((proj, proj.bias))
-                bias = shift if proj.bias is None else proj.bias.float() + shift
-                proj.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+                shifts[proj] = original.float() @ offset
                 weight[:, columns] = (original.float() * scale).to(weight.dtype)
-        yield
+        with shifted_biases(shifts):
+            yield
     finally:
         with torch.no_grad():
             for weight, columns, original in reversed(saved_columns):
                 weight[:, columns] = original
-            for proj, saved_bias in reversed(saved_biases):
-                proj.bias = saved_bias  # type: ignore[assignment]  # torch types it as non-None
 
 
 @METHODS.register("mean-act")

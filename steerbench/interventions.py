@@ -18,7 +18,7 @@ to know which pass is running, so it always uses hooks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -41,7 +41,7 @@ def scale_mlp_neurons(
     ``(1 - m) * b * column`` is added to ``down_proj``'s bias."""
     adapter = ModelAdapter.from_model(model)
     saved_columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    saved_biases: list[tuple[nn.Linear, torch.Tensor | None]] = []
+    shifts: dict[nn.Linear, torch.Tensor] = {}
     try:
         with torch.no_grad():
             if multiplier != 1.0:
@@ -54,18 +54,35 @@ def scale_mlp_neurons(
                     saved_columns.append((weight, columns, original))
                     if baseline is not None:
                         values = baseline[chosen].to(device=weight.device, dtype=torch.float32)
-                        shift = (1 - multiplier) * (original.float() @ values)
-                        saved_biases.append((proj, proj.bias))
-                        bias = shift if proj.bias is None else proj.bias.float() + shift
-                        proj.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+                        shifts[proj] = (1 - multiplier) * (original.float() @ values)
                     weight[:, columns] *= multiplier
-        yield
+        with shifted_biases(shifts):
+            yield
     finally:
         with torch.no_grad():
             for weight, columns, original in reversed(saved_columns):
                 weight[:, columns] = original
-            for proj, saved_bias in reversed(saved_biases):
-                proj.bias = saved_bias  # type: ignore[assignment]  # torch types it as non-None
+
+
+@contextmanager
+def shifted_biases(shifts: Mapping[nn.Linear, torch.Tensor]) -> Iterator[None]:
+    """Inside the block each Linear's bias is its own plus ``shifts[linear]`` (summed in
+    float32, stored in the weight's dtype; a new bias where it had none), which folds a
+    constant added to its output into the model at no per-token cost. The original bias,
+    or its absence, is put back on exit, also on an exception."""
+    saved: list[tuple[nn.Linear, torch.Tensor | None]] = []
+    try:
+        with torch.no_grad():
+            for proj, shift in shifts.items():
+                original = proj.bias
+                saved.append((proj, original))
+                shift = shift.to(proj.weight.device).float()
+                bias = shift if original is None else original.detach().float() + shift
+                proj.bias = nn.Parameter(bias.to(proj.weight.dtype), requires_grad=False)
+        yield
+    finally:
+        for proj, before in reversed(saved):
+            proj.bias = before  # type: ignore[assignment]  # torch types it as non-None
 
 
 SCOPES = ("all", "generation")
@@ -96,20 +113,12 @@ def add_to_residual(
         with _add_by_hooks(adapter, vectors):
             yield
         return
-    saved: list[tuple[nn.Linear, torch.Tensor | None]] = []
-    try:
-        with torch.no_grad():
-            for layer, vector in vectors.items():
-                proj = adapter.down_proj(layer)
-                original = proj.bias
-                shift = vector.to(device=proj.weight.device, dtype=proj.weight.dtype)
-                saved.append((proj, original))
-                bias = shift if original is None else original.detach() + shift
-                proj.bias = nn.Parameter(bias, requires_grad=False)
+    shifts = {}
+    for layer, vector in vectors.items():
+        proj = adapter.down_proj(layer)
+        shifts[proj] = vector.to(device=proj.weight.device, dtype=proj.weight.dtype)
+    with shifted_biases(shifts):
         yield
-    finally:
-        for proj, saved_bias in reversed(saved):
-            proj.bias = saved_bias  # type: ignore[assignment]  # torch types it as non-None
 
 
 @contextmanager
