@@ -130,6 +130,9 @@ class MMLU(Metric):
     def scores_split(self, split: str) -> bool:
         return split == SPLIT_EVALUATION or self.config.validation_n > 0
 
+    def items_read(self, split: str) -> int | None:
+        return len(self.questions(split)) if self.scores_split(split) else 0
+
     def questions(self, split: str = SPLIT_EVALUATION) -> list[dict]:
         """The split's questions: the reported ones, or validation ones disjoint from them."""
         reported = stratified_questions(self.config.n, self.config.seed)

@@ -299,6 +299,11 @@ class Metric(ABC):
         from those it reports, so no reported item chooses)."""
         return split == SPLIT_EVALUATION or self.phase == "records"
 
+    def items_read(self, split: str) -> int | None:
+        """How many items of its own a model-reading metric reads on ``split`` (MMLU's
+        questions, A/B items), for the dry run's cost; None: it reads records or nothing."""
+        return None
+
     def floor_inputs(self, records: Sequence[Record], lm: Any) -> list[list[int]] | None:
         """Token ids of the sequences one plain forward pass over which is this metric's cost
         floor per call (its own input read once: MMLU's questions, the judge's grading messages

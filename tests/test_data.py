@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from steerbench.errors import SteerbenchError
+from steerbench.run import data_files
 from steerbench.run import prompt_sets as data
 from steerbench.run.prompt_sets import PROMPT_SETS, load_prompts, load_registered, stratified_split
 
@@ -49,15 +50,15 @@ def test_modified_file_is_detected(tmp_path, monkeypatch):
     shutil.copytree(data.datasets_root(), root)
     with (root / "jbb" / "harmful-behaviors.csv").open("a") as handle:
         handle.write("100,extra row,,,\n")
-    monkeypatch.setattr(data, "datasets_root", lambda: root)
-    data.verified_path.cache_clear()
-    data.expected_checksums.cache_clear()
+    monkeypatch.setattr(data_files, "datasets_root", lambda: root)
+    data_files.verified_path.cache_clear()
+    data_files.expected_checksums.cache_clear()
     try:
         with pytest.raises(SteerbenchError, match="does not match its checksum"):
             load_registered("jbb-harmful")
     finally:
-        data.verified_path.cache_clear()
-        data.expected_checksums.cache_clear()
+        data_files.verified_path.cache_clear()
+        data_files.expected_checksums.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["jbb-harmful", "jbb-benign", "strongreject", "advbench"])

@@ -35,25 +35,44 @@ class PromptFormat:
         return self.chat
 
 
+REPLY = "\x1e"
+"""Separates a prompt from the start of the model's reply in one prompt string (ASCII record
+separator, which no prompt set contains): ``with_reply(question, "(A")`` is the question
+with the assistant turn pre-filled, as CAA fits behaviour vectors at the answer letter."""
+
+
+def with_reply(prompt: str, reply: str) -> str:
+    """``prompt`` with the model's reply pre-filled with ``reply`` (see ``REPLY``)."""
+    return f"{prompt}{REPLY}{reply}"
+
+
+def split_reply(prompt: str) -> tuple[str, str]:
+    """(the user turn, the pre-filled start of the reply: "" when there is none)."""
+    user, _, reply = prompt.partition(REPLY)
+    return user, reply
+
+
 def format_prompts(tokenizer, prompts: list[str], fmt: PromptFormat | None = None) -> list[str]:
     """Render prompts as the model sees them (chat template or raw text), with the
-    instructions of an active input-level steering method (``steerbench.model.levels``) first."""
+    instructions of an active input-level steering method (``steerbench.model.levels``) first
+    and a pre-filled reply (``with_reply``) after the generation prompt, so every reader
+    (capture, generation, the A/B metric) sees the same tokens."""
     from steerbench.model.levels import active_instructions
 
     fmt = fmt or PromptFormat()
     system = "\n\n".join(
         [*active_instructions(), *([fmt.system_prompt] if fmt.system_prompt else [])]
     )
-    if not fmt.uses_chat(tokenizer):
-        return [f"{system}\n\n{prompt}" if system else prompt for prompt in prompts]
     rendered = []
-    for prompt in prompts:
+    for prompt, reply in map(split_reply, prompts):
+        if not fmt.uses_chat(tokenizer):
+            rendered.append((f"{system}\n\n{prompt}" if system else prompt) + reply)
+            continue
         messages = [{"role": "user", "content": prompt}]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        rendered.append(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        rendered.append(text + reply)
     return rendered
 
 

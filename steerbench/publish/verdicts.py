@@ -254,6 +254,14 @@ def unsteered_sizes(
     }
 
 
+def task_set(task: Any, target: str | None) -> str | None:
+    """The set a task's primary metric is read on: the target set, or the model-level
+    items of a model-level task (an A/B behaviour)."""
+    from steerbench.metric import MODEL_LEVEL
+
+    return MODEL_LEVEL if getattr(task, "role", "target") == "model" else target
+
+
 def rank_board(
     table: pd.DataFrame,
     evaluation: pd.DataFrame,
@@ -268,9 +276,10 @@ def rank_board(
     sizes = unsteered_sizes(evaluation, unsteered_key)
     out = []
     for task in tasks:
-        ranking, chosen_on = rank_task(table, task, roles, target, comparisons)
+        where = task_set(task, target)
+        ranking, chosen_on = rank_task(table, task, roles, where, comparisons)
         power = power_statement(
-            comparisons, task, roles, target, unsteered_key, list(table["cell_key"]), sizes
+            comparisons, task, roles, where, unsteered_key, list(table["cell_key"]), sizes
         )
         out.append(TaskRanking(table["model"].iloc[0], task, ranking, chosen_on, power))
     return out

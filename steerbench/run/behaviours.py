@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steerbench.errors import SteerbenchError
-from steerbench.run.prompt_files import read_jsonl
+from steerbench.run.data_files import verified_path
+from steerbench.run.prompt_files import PromptRecord, read_jsonl
+from steerbench.run.splits import stratified_split, take_stratified
 
 BEHAVIOURS = (
     "coordinate-other-ais",
@@ -103,8 +105,6 @@ def read_item_file(path: Path) -> list:
 def load_behaviour_items(spec: str) -> list[BehaviourItem]:
     """``behaviour`` (its held-out test items), ``behaviour:generate`` (its contrast pairs)
     or a path to a user file in CAA's format."""
-    from steerbench.run.prompt_sets import verified_path
-
     name, _, part = spec.partition(":")
     if name in BEHAVIOURS:
         part = part or "test"
@@ -122,3 +122,53 @@ def load_behaviour_items(spec: str) -> list[BehaviourItem]:
         f"unknown behaviour {spec!r}; use one of {', '.join(BEHAVIOURS)} (optionally "
         f":test or :generate) or a JSON / JSONL file of A/B items"
     )
+
+
+CONTRAST_SIDES = ("matching", "other")
+CONTRAST_SET = re.compile(r"^caa-(?P<behaviour>.+)-(?P<side>matching|other)$")
+"""Prompt-set names of a behaviour's contrast pairs: ``caa-<behaviour>-matching`` (each
+generate item's question with the reply pre-filled with "(" and the matching letter) and
+``caa-<behaviour>-other`` (the other letter), CAA's positive and negative sides."""
+
+
+def contrast_set_name(behaviour: str, side: str) -> str:
+    return f"caa-{behaviour}-{side}"
+
+
+def split_items(
+    items: list[BehaviourItem], split: str, *, seed: int, n: int | None = None
+) -> list[BehaviourItem]:
+    """The A/B items of one seeded discovery / validation / evaluation split of ``items``
+    (40/20/40, the prompt sets' rule on the same A/B items ``contrast_prompts`` lists, so a
+    behaviour's contrast pairs and its validation items never overlap), ``n`` of them by
+    the prompt sets' seeded draw."""
+    items = [item for item in items if item.is_ab]
+    records = [PromptRecord(id=item.id, text=item.question) for item in items]
+    part = stratified_split(records, seed=seed)[split]
+    if n is not None:
+        part = take_stratified(part, n, seed=seed)
+    by_id = {item.id: item for item in items}
+    return [by_id[record.id] for record in part]
+
+
+def contrast_prompts(name: str) -> list[PromptRecord] | None:
+    """The records of a contrast prompt set (``CONTRAST_SET``), None for other names: each
+    an A/B generate item as a prompt whose reply is pre-filled up to its answer letter,
+    where CAA reads the activations. Only A/B items (both sides have a letter to read)."""
+    from steerbench.model.chat import with_reply
+
+    match = CONTRAST_SET.match(name)
+    if match is None or match["behaviour"] not in BEHAVIOURS:
+        return None
+    side = match["side"]
+    return [
+        PromptRecord(
+            id=item.id,
+            text=with_reply(
+                item.question, "(" + (item.matching if side == "matching" else item.other)
+            ),
+            source=name,
+        )
+        for item in load_behaviour_items(f"{match['behaviour']}:generate")
+        if item.is_ab
+    ]

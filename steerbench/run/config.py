@@ -16,7 +16,7 @@ imports configs from:
 
 from __future__ import annotations
 
-from steerbench.run.config_checks import check_document, check_references, parse_tasks
+from steerbench.run.config_checks import check_document, check_references
 from steerbench.run.config_loading import load_config, parse_config, resolve
 from steerbench.run.config_schema import (
     BUILTIN_CONFIGS,
@@ -36,6 +36,7 @@ from steerbench.run.config_schema import (
     Role,
     TaskSpec,
 )
+from steerbench.run.config_tasks import parse_tasks
 from steerbench.run.config_yaml import (
     MAX_YAML_BYTES,
     MAX_YAML_NODES,

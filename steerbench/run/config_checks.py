@@ -10,64 +10,35 @@ evaluation sets that metrics, limits and roles name, once those sets are known t
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from steerbench.errors import SteerbenchError
 from steerbench.method import METHODS, UNSTEERED
 from steerbench.metric import METRICS
 from steerbench.model.chat import PromptFormat
 from steerbench.model.generation import GenerationSettings
 from steerbench.options import check_fields, check_value, near_miss
+from steerbench.run.config_keys import fail, first_repeat, known, mapping, typed
 from steerbench.run.config_schema import (
+    BEHAVIOUR_DERIVED_KEYS,
     REQUIRED_KEYS,
     ROLES,
     SAFE_NAME,
     TOP_LEVEL_KEYS,
+    BehavioursSpec,
     BenchmarkConfig,
-    Constraint,
     MethodSpec,
     MetricSpec,
-    TaskSpec,
-    field_type,
+)
+from steerbench.run.config_tasks import (
+    bad_limit,
+    behaviour_scalars,
+    check_task_metrics,
+    parse_behaviours,
+    parse_tasks,
 )
 from steerbench.run.config_yaml import default_tasks_document
 
 METHOD_KEYS = ("name", "label", "params", "strengths")
-TASK_KEYS = ("metric", "goal", "constraints", "description")
-
-
-def fail(key: str, problem: str) -> SteerbenchError:
-    """The one-line error about config key ``key``."""
-    return SteerbenchError(f"config key {key!r}: {problem}")
-
-
-def mapping(value: Any, key: str) -> dict:
-    """``value`` if it is a mapping, else the error that says it must be one."""
-    if not isinstance(value, dict):
-        raise fail(key, f"must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def typed(cls: type, name: str, value: Any, key: str) -> Any:
-    """``value`` checked against the annotation of ``cls.name`` (a ``Literal``: its choices)."""
-    return check_value(value, field_type(cls, name), f"config key {key!r}")
-
-
-def known(value: Any, choices: list[str], key: str, what: str) -> None:
-    """An error unless ``value`` is one of ``choices`` (a registry's names)."""
-    if value not in choices:
-        raise fail(key, f"unknown {what}{near_miss(value, choices)}; allowed: {', '.join(choices)}")
-
-
-def first_repeat(values: list) -> Any:
-    """The first value that occurs twice in ``values``, or None."""
-    seen: list = []
-    for value in values:
-        if value in seen:
-            return value
-        seen.append(value)
-    return None
 
 
 def check_document(raw: Any, name: str) -> BenchmarkConfig:
@@ -81,7 +52,8 @@ def check_document(raw: Any, name: str) -> BenchmarkConfig:
     scalars = _scalars(raw)
     models = _models(raw["models"])
     methods = _methods(raw["methods"])
-    discovery, evaluation, validation = _prompt_sets(raw)
+    behaviours = parse_behaviours(raw["behaviours"]) if "behaviours" in raw else None
+    discovery, evaluation, validation = _prompt_sets(raw, behaviours, bool(raw.get("behaviour")))
     metrics = _metrics(raw["metrics"])
     generation = check_fields(
         GenerationSettings,
@@ -93,9 +65,13 @@ def check_document(raw: Any, name: str) -> BenchmarkConfig:
     prompt_format = check_fields(
         PromptFormat, mapping(raw.get("prompt_format") or {}, "prompt_format"), "prompt_format key"
     )
-    tasks = parse_tasks(raw["tasks"] if "tasks" in raw else default_tasks_document())
+    tasks = (
+        []
+        if behaviours
+        else parse_tasks(raw["tasks"] if "tasks" in raw else default_tasks_document())
+    )
     if "tasks" in raw:  # the shipped default tasks may name metrics a small config skips
-        _check_task_metrics(tasks, {m.name for m in metrics})
+        check_task_metrics(tasks, {m.name for m in metrics})
     return BenchmarkConfig(
         name=config_name,
         models=models,
@@ -109,6 +85,8 @@ def check_document(raw: Any, name: str) -> BenchmarkConfig:
         tasks=tasks,
         generation=generation,
         prompt_format=prompt_format,
+        behaviours=behaviours,
+        **behaviour_scalars(raw),
         **scalars,
     )
 
@@ -122,8 +100,12 @@ def _check_keys(raw: dict) -> None:
             f"{', '.join(sorted(TOP_LEVEL_KEYS))}",
         )
     for key in REQUIRED_KEYS:
-        if key not in raw:
+        optional = (*BEHAVIOUR_DERIVED_KEYS, "evaluation") if "behaviours" in raw else ()
+        if key not in raw and key not in optional:
             raise fail(key, "is required")
+    for key in BEHAVIOUR_DERIVED_KEYS:
+        if "behaviours" in raw and key in raw:
+            raise fail(key, "comes from each behaviour in a config with behaviours; remove it")
 
 
 def _config_name(raw: dict, name: str) -> str:
@@ -207,13 +189,18 @@ def _strengths(strengths: Any, key: str) -> list[float] | None:
     return checked
 
 
-def _prompt_sets(raw: dict) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """discovery, evaluation and validation: names of prompt sets (read when resolving)."""
-    discovery = mapping(raw["discovery"], "discovery")
-    if set(discovery) != {"positive", "negative"}:
+def _prompt_sets(
+    raw: dict, behaviours: BehavioursSpec | None, of_behaviour: bool
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """discovery, evaluation and validation: names of prompt sets (read when resolving).
+    A config with behaviours has no discovery of its own (each behaviour brings its pairs),
+    and it and each behaviour's own config need no evaluation set (A/B items are read at
+    the model level)."""
+    discovery = mapping(raw.get("discovery", {}), "discovery")
+    if behaviours is None and set(discovery) != {"positive", "negative"}:
         raise fail("discovery", "needs exactly the keys positive and negative")
-    evaluation = mapping(raw["evaluation"], "evaluation")
-    if not evaluation:
+    evaluation = mapping(raw.get("evaluation", {}), "evaluation")
+    if not evaluation and behaviours is None and not of_behaviour:
         raise fail("evaluation", "needs at least one named prompt set")
     validation = mapping(raw.get("validation") or {}, "validation")
     if set(validation) - set(evaluation):
@@ -257,18 +244,14 @@ def check_references(config: BenchmarkConfig) -> None:
     _roles(mapping(config.roles, "roles"), evaluation)
 
 
-def _bad_limit(value: Any) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int) or value < 1
-
-
 def _evaluation_limit(limit: Any, evaluation: dict[str, str]) -> None:
     if isinstance(limit, dict):
-        if set(limit) - set(evaluation) or any(_bad_limit(v) for v in limit.values()):
+        if set(limit) - set(evaluation) or any(bad_limit(v) for v in limit.values()):
             raise fail(
                 "evaluation_limit",
                 f"a mapping must give evaluation sets ({', '.join(evaluation)}) positive integers",
             )
-    elif limit is not None and _bad_limit(limit):
+    elif limit is not None and bad_limit(limit):
         raise fail(
             "evaluation_limit",
             f"must be a positive integer, a mapping of set names to them, or null; got {limit!r}",
@@ -285,59 +268,3 @@ def _roles(roles: dict, evaluation: dict[str, str]) -> None:
                 f"roles.{role}",
                 f"must name evaluation sets among {', '.join(evaluation)} (one or a list)",
             )
-
-
-def _check_task_metrics(tasks: list[TaskSpec], configured: set[str]) -> None:
-    """Each metric a task reads must be among the config's metrics."""
-    for task in tasks:
-        for where, metric in [("metric", task.metric)] + [
-            (f"constraints[{i}].metric", c.metric) for i, c in enumerate(task.constraints)
-        ]:
-            if metric not in configured:
-                raise fail(
-                    f"tasks.{task.name}.{where}",
-                    f"{metric!r} is not among the config's metrics "
-                    f"({', '.join(sorted(configured))}); add it under metrics: or fix the name",
-                )
-
-
-def parse_tasks(block: Any) -> list[TaskSpec]:
-    """``tasks:`` of a config (see configs/default.yaml), checked."""
-    tasks = []
-    for name, body in mapping(block, "tasks").items():
-        key = f"tasks.{name}"
-        body = mapping(body, key)
-        extra = sorted(set(body) - set(TASK_KEYS))
-        if extra:
-            raise fail(f"{key}.{extra[0]}", f"unknown key; allowed: {', '.join(TASK_KEYS)}")
-        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-            raise fail(key, "a task name must be a plain name (letters, digits, . _ -)")
-        if not isinstance(body.get("metric"), str):
-            raise fail(f"{key}.metric", "must name the primary metric (on the target set)")
-        known(body["metric"], METRICS.names(), f"{key}.metric", f"metric {body['metric']!r}")
-        goal = typed(TaskSpec, "goal", body.get("goal"), f"{key}.goal")
-        constraints = [
-            _constraint(item, f"{key}.constraints[{index}]")
-            for index, item in enumerate(body.get("constraints") or [])
-        ]
-        tasks.append(
-            TaskSpec(name, body["metric"], goal, constraints, str(body.get("description", "")))
-        )
-    return tasks
-
-
-def _constraint(item: Any, where: str) -> Constraint:
-    try:
-        constraint = Constraint(**mapping(item, where))
-    except TypeError:
-        allowed = ", ".join(f.name for f in dataclasses.fields(Constraint))
-        raise fail(where, f"unknown key; allowed: {allowed}") from None
-    typed(Constraint, "role", constraint.role, f"{where}.role")
-    bounds = [constraint.min, constraint.max, constraint.max_drop, constraint.max_rise]
-    if not any(b is not None for b in bounds) or not all(
-        b is None or (isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b))
-        for b in bounds
-    ):
-        raise fail(where, "needs a finite numeric min, max, max_drop or max_rise")
-    known(constraint.metric, METRICS.names(), f"{where}.metric", f"metric {constraint.metric!r}")
-    return constraint

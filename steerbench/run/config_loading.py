@@ -13,7 +13,8 @@ from typing import Any
 from steerbench.errors import SteerbenchError
 from steerbench.method import get_method
 from steerbench.metric import get_metric
-from steerbench.run.config_checks import check_document, check_references, fail
+from steerbench.run.config_checks import check_document, check_references
+from steerbench.run.config_keys import fail
 from steerbench.run.config_schema import BUILTIN_CONFIGS, BenchmarkConfig
 from steerbench.run.config_yaml import configs_root, load_yaml
 from steerbench.run.prompt_sets import load_prompts
@@ -32,9 +33,12 @@ def load_config(spec: str) -> BenchmarkConfig:
 def parse_config(raw: Any, name: str) -> BenchmarkConfig:
     """Validate a loaded YAML document (see configs/default.yaml for the format); ``name``
     names the config when the document has no ``name:`` (a file's stem)."""
+    from steerbench.run.behaviour_tasks import behaviour_configs
+
     config = check_document(raw, name)
-    resolve(config)
-    check_references(config)
+    for part in behaviour_configs(config):  # each behaviour's own discovery and metrics
+        resolve(part)
+        check_references(part)
     return config
 
 

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-BUILTIN_CONFIGS = ("default", "full", "quick", "scaling")
+BUILTIN_CONFIGS = ("behaviours", "behaviours-quick", "default", "full", "quick", "scaling")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,99}")
 """Config names become directories and labels become file and table names."""
 
@@ -24,6 +24,8 @@ Role = Literal["target", "over_refusal"]
 that should stay answered. The leaderboard reads sets by role, never by name."""
 ConstraintRole = Literal["target", "over_refusal", "model"]
 """A constraint's sets: those of a role, or ``model`` for model-level metrics (MMLU)."""
+TaskRole = Literal["target", "model"]
+"""Where a task's primary metric is read: the target set, or the model (an A/B behaviour)."""
 Goal = Literal["minimize", "maximize"]
 """The direction a task moves its primary metric."""
 Evaluate = Literal["all", "chosen"]
@@ -82,6 +84,27 @@ class TaskSpec:
     goal: Goal
     constraints: list[Constraint] = field(default_factory=list)
     description: str = ""
+    role: TaskRole = "target"
+
+
+@dataclass
+class BehavioursSpec:
+    """The A/B behaviours a config benchmarks as tasks (``steerbench.run.behaviour_tasks``):
+    each is fitted on its own contrast pairs, has its strengths chosen on its own validation
+    items and is reported on its held-out items, with every other behaviour measured beside
+    it (entanglement)."""
+
+    names: list[str]
+    discovery_n: int = 64
+    """Contrast pairs each method is fitted on (of the behaviour's discovery split)."""
+    validation_n: int = 30
+    """Validation items (generate split, disjoint from discovery) that choose strengths."""
+    evaluation_n: int | None = None
+    """Held-out test items reported for the steered behaviour (None: all 50)."""
+    side_n: int = 20
+    """Held-out items of each other behaviour, measured at the chosen strengths."""
+    constraints: list[Constraint] = field(default_factory=list)
+    """What every behaviour task's strength must respect (e.g. an MMLU drop)."""
 
 
 @dataclass
@@ -103,6 +126,11 @@ class BenchmarkConfig:
     evaluate: Evaluate = "all"
     seed: int = 0
     split_seed: int = 0
+    behaviours: BehavioursSpec | None = None
+    behaviour: str | None = None
+    """Set on each behaviour's own config (``behaviour_tasks.behaviour_configs``)."""
+    discovery_limit: int | None = None
+    """Discovery prompts per side (seeded draw, the same rows of both sides); None: all."""
 
     def limit_for(self, eval_set: str) -> int | None:
         """How many (category-stratified) prompts of ``eval_set`` are used; None: all."""
@@ -131,11 +159,15 @@ class BenchmarkConfig:
         document["metrics"] = {
             m.name: {**m.options, **({"sets": m.sets} if m.sets else {})} for m in self.metrics
         }
+        for key in ("behaviours", "behaviour", "discovery_limit"):
+            if document[key] is None:  # configs without behaviours read as they always did
+                del document[key]
         document["tasks"] = {
             t.name: {
                 "metric": t.metric,
                 "goal": t.goal,
                 "description": t.description,
+                **({"role": t.role} if t.role != "target" else {}),
                 "constraints": [
                     {k: v for k, v in dataclasses.asdict(c).items() if v is not None}
                     for c in t.constraints
@@ -148,6 +180,9 @@ class BenchmarkConfig:
 
 TOP_LEVEL_KEYS = {f.name for f in dataclasses.fields(BenchmarkConfig)}
 REQUIRED_KEYS = ("models", "methods", "discovery", "evaluation", "metrics")
+BEHAVIOUR_DERIVED_KEYS = ("discovery", "tasks")
+"""Keys a config with ``behaviours`` leaves out: each behaviour brings its own (and its
+``evaluation`` sets are optional: the A/B items are read at the model level)."""
 
 
 @functools.cache

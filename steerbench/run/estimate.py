@@ -32,7 +32,36 @@ THROUGHPUT_HINT = {
 
 
 def describe_plan(config: BenchmarkConfig, results: Path) -> str:
-    """The grid and a cost estimate, for ``--dry-run``."""
+    """The grid and a cost estimate, for ``--dry-run`` (per behaviour, for a config with
+    behaviours)."""
+    from steerbench.run.behaviour_tasks import behaviour_configs, behaviour_results
+
+    if config.behaviours is not None:
+        return "\n\n".join(
+            describe_one(part, behaviour_results(results, part)) + "\n" + model_reads(part)
+            for part in behaviour_configs(config)
+        )
+    return describe_one(config, results)
+
+
+def model_reads(config: BenchmarkConfig) -> str:
+    """The items model-level metrics read (one forward pass each: A/B items, MMLU
+    questions) per validation pass and per evaluated cell."""
+    from steerbench.metric import SPLIT_EVALUATION, SPLIT_VALIDATION, get_metric
+
+    counts = dict.fromkeys((SPLIT_VALIDATION, SPLIT_EVALUATION), 0)
+    for spec in config.metrics:
+        metric = get_metric(spec.name, **spec.options)
+        for split in counts:
+            counts[split] += metric.items_read(split) or 0
+    return (
+        f"model-read items (one forward pass each): {counts[SPLIT_VALIDATION]} per validation "
+        f"pass, {counts[SPLIT_EVALUATION]} per evaluated cell"
+    )
+
+
+def describe_one(config: BenchmarkConfig, results: Path) -> str:
+    """One ordinary config's grid and cost."""
     cells = plan(config)
     sets, validation = evaluation_sets(config), validation_sets(config)
     lines = [f"benchmark {config.name!r}: {len(cells)} cells -> {results}"]
@@ -80,9 +109,11 @@ def evaluated_at_most(config: BenchmarkConfig) -> int:
 
 def generation_minutes(config: BenchmarkConfig, tokens: int) -> list[str]:
     """Minutes of generation per model, where its throughput on this dtype was measured
-    (on CPUs only: a GPU's speed is nothing like these)."""
+    (on CPUs only: a GPU's speed is nothing like these); none when nothing is generated."""
     from steerbench.model.device import resolve_device
 
+    if tokens == 0:
+        return []
     dtype = resolved_dtype(config)
     hints = THROUGHPUT_HINT.get(dtype, {}) if resolve_device(config.device).type == "cpu" else {}
     return [

@@ -42,11 +42,25 @@ def _hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _behaviour_keys(config: BenchmarkConfig) -> dict[str, Any]:
+    """A behaviour's config adds its name and discovery draw to its keys, so cells and
+    artifacts of different behaviours never share one (other configs' keys are unchanged)."""
+    return {
+        key: value
+        for key, value in (
+            ("behaviour", config.behaviour),
+            ("discovery_limit", config.discovery_limit),
+        )
+        if value is not None
+    }
+
+
 def fit_key(config: BenchmarkConfig, model: str, method: MethodSpec) -> str:
     """Everything that determines a fitted artifact: also the rows read per batch, which in
     bf16 move activations by a rounding step (and can swap a neuron at the top-k edge)."""
     return _hash(
         {
+            **_behaviour_keys(config),
             "model": model,
             "dtype": resolved_dtype(config),
             "method": method.name,
@@ -74,9 +88,11 @@ def fit_batch_size(config: BenchmarkConfig) -> int:
 
 
 def cell_key(config: BenchmarkConfig, cell: Cell) -> str:
-    """Everything that determines a cell's numbers, and nothing else (not the device)."""
+    """Everything that determines a cell's numbers, and nothing else (not the device); the
+    unsteered cell of a behaviour is that behaviour's (its tasks' reference)."""
     return _hash(
         {
+            **_behaviour_keys(config),
             "model": cell.model,
             "dtype": resolved_dtype(config),
             "method": cell.method_label,
@@ -124,6 +140,15 @@ def fit_groups(cells: list[Cell]) -> list[list[Cell]]:
     for cell in cells:
         groups.setdefault((cell.model, cell.method_label), []).append(cell)
     return list(groups.values())
+
+
+def discovery_prompts(config: BenchmarkConfig, side: str) -> list[PromptRecord]:
+    """One side's discovery prompts: the set, or ``discovery_limit`` of them by a seeded
+    draw that depends only on the set's size and categories, so the positive and negative
+    sides of paired sets keep the same pairs."""
+    records = load_prompts(config.discovery[side], split_seed=config.split_seed)
+    limit = config.discovery_limit
+    return take_stratified(records, limit, seed=config.split_seed) if limit else records
 
 
 def _records(config: BenchmarkConfig, name: str, spec: str) -> list[PromptRecord]:

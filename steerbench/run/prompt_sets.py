@@ -9,18 +9,13 @@ Anything that takes prompts accepts a registered name (optionally with a split:
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import random
 import re
-import typing
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from steerbench.errors import SteerbenchError
 from steerbench.model.weights import cache_dir
+from steerbench.run.data_files import datasets_root, expected_checksums, sha256_file, verified_path
 from steerbench.run.prompt_files import (
     PROMPT_COLUMNS,
     PromptRecord,
@@ -29,20 +24,33 @@ from steerbench.run.prompt_files import (
     read_rows,
     read_text,
 )
+from steerbench.run.splits import (
+    DEFAULT_SPLIT_SEED,
+    SPLIT_FRACTIONS,
+    SPLITS,
+    Split,
+    stratified_split,
+    take_stratified,
+)
 
-__all__ = [  # the user-file readers live in prompt_files; plugins import them from here
+__all__ = [  # readers, checked files and splits have modules of their own; import them here
+    "DEFAULT_SPLIT_SEED",
     "PROMPT_COLUMNS",
+    "SPLITS",
+    "SPLIT_FRACTIONS",
     "PromptRecord",
+    "Split",
+    "datasets_root",
+    "expected_checksums",
     "read_jsonl",
     "read_rows",
     "read_text",
+    "sha256_file",
+    "stratified_split",
+    "take_stratified",
+    "verified_path",
 ]
 
-Split = Literal["discovery", "validation", "evaluation"]
-SPLITS: tuple[Split, ...] = typing.get_args(Split)
-SPLIT_FRACTIONS = (0.4, 0.2, 0.4)
-"""Discovery fits the methods, validation chooses their strengths, evaluation reports."""
-DEFAULT_SPLIT_SEED = 0
 
 XSTEST_SAFE_TYPES = (
     "homonyms",
@@ -169,57 +177,9 @@ PROMPT_SETS: dict[str, PromptSetInfo] = {
 }
 
 
-@functools.cache
-def datasets_root() -> Path:
-    """The ``datasets/`` folder: inside an installed wheel, or the source tree's own.
-
-    It holds data only and has no ``__init__.py`` (it would shadow Hugging Face
-    ``datasets``), so it is found by location rather than imported.
-    """
-    package = Path(__file__).resolve().parents[1]  # steerbench/
-    for candidate in (package / "datasets", package.parent / "datasets"):
-        if (candidate / "SHA256SUMS").is_file():
-            return candidate
-    raise SteerbenchError("steerbench's datasets folder is missing; reinstall steerbench")
-
-
 def mmlu_full_path() -> Path:
     """Where ``scripts/extract_mmlu.py --full`` puts the full MMLU test split."""
     return cache_dir() / "data" / "mmlu_full.jsonl"
-
-
-@functools.cache
-def expected_checksums() -> dict[str, str]:
-    sums = {}
-    for line in (datasets_root() / "SHA256SUMS").read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip("*")] = digest
-    return sums
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@functools.cache
-def verified_path(relative: str) -> Path:
-    """Path of a vendored file after checking its sha256 (once per process)."""
-    path = datasets_root() / relative
-    expected = expected_checksums().get(relative)
-    if expected is None:
-        raise SteerbenchError(f"datasets/{relative} has no entry in datasets/SHA256SUMS")
-    if not path.is_file():
-        raise SteerbenchError(
-            f"datasets/{relative} is missing; reinstall steerbench or restore the file from git"
-        )
-    actual = sha256_file(path)
-    if actual != expected:
-        raise SteerbenchError(
-            f"datasets/{relative} does not match its checksum (modified or truncated); "
-            f"restore it with `git checkout -- datasets/{relative}` or reinstall steerbench"
-        )
-    return path
 
 
 def load_registered(name: str) -> list[PromptRecord]:
@@ -253,36 +213,6 @@ def load_prompt_file(path: Path) -> list[PromptRecord]:
             f"({', '.join(PROMPT_SETS)})"
         )
     return read_prompt_file(path)
-
-
-def stratified_split(
-    records: list[PromptRecord], *, seed: int = DEFAULT_SPLIT_SEED
-) -> dict[str, list[PromptRecord]]:
-    """Seeded, category-stratified discovery / validation / evaluation split (40/20/40 %
-    of each category, disjoint by construction).
-
-    Sets with the same category sequence (JBB harmful and benign) get the same indices,
-    so topic-matched pairs stay on the same side.
-    """
-    by_category: dict[str | None, list[int]] = defaultdict(list)
-    for index, record in enumerate(records):
-        by_category[record.category].append(index)
-    rng = random.Random(seed)
-    side: dict[int, str] = {}
-    for category in sorted(by_category, key=str):
-        indices = by_category[category][:]
-        rng.shuffle(indices)
-        n_discovery = round(len(indices) * SPLIT_FRACTIONS[0])
-        n_validation = round(len(indices) * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1])) - n_discovery
-        for position, index in enumerate(indices):
-            side[index] = (
-                "discovery"
-                if position < n_discovery
-                else "validation"
-                if position < n_discovery + n_validation
-                else "evaluation"
-            )
-    return {split: [r for i, r in enumerate(records) if side[i] == split] for split in SPLITS}
 
 
 UNION = " + "
@@ -321,9 +251,12 @@ def load_union(parts: list[str], split_seed: int) -> list[PromptRecord]:
 
 def load_one(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptRecord]:
     """One prompt set name (``name`` or ``name:split``) or a user file."""
+    from steerbench.run.behaviours import contrast_prompts
+
     name, _, split = spec.partition(":")
-    if name in PROMPT_SETS:
-        records = load_registered(name)
+    contrast = contrast_prompts(name)
+    if name in PROMPT_SETS or contrast is not None:
+        records = load_registered(name) if contrast is None else contrast
         if not split:
             return records
         if split not in SPLITS:
@@ -334,29 +267,9 @@ def load_one(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptR
         return load_prompt_file(path)
     raise SteerbenchError(
         f"unknown prompt set {spec!r}; use a file path or one of {', '.join(PROMPT_SETS)} "
-        f"(optionally with :discovery, :validation or :evaluation)"
+        f"or caa-<behaviour>-matching / -other (optionally with :discovery, :validation or "
+        f":evaluation)"
     )
-
-
-def take_stratified(records: list[PromptRecord], n: int, *, seed: int = 0) -> list[PromptRecord]:
-    """``n`` records spread over categories (seeded round-robin), in their original order."""
-    if n >= len(records):
-        return records
-    by_category: dict[str | None, list[int]] = defaultdict(list)
-    for index, record in enumerate(records):
-        by_category[record.category].append(index)
-    rng = random.Random(seed)
-    pools = []
-    for category in sorted(by_category, key=str):
-        indices = by_category[category][:]
-        rng.shuffle(indices)
-        pools.append(indices)
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < n:
-        chosen += [pool[depth] for pool in pools if depth < len(pool)][: n - len(chosen)]
-        depth += 1
-    return [records[i] for i in sorted(chosen)]
 
 
 def load_mmlu(*, full: bool = False) -> list[dict]:

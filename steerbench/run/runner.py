@@ -29,6 +29,7 @@ from steerbench.run.plan import (
     UNSTEERED,
     Cell,
     cell_key,
+    discovery_prompts,
     evaluation_sets,
     fit_batch_size,
     fit_groups,
@@ -37,7 +38,7 @@ from steerbench.run.plan import (
     resolved_generation,
     validation_sets,
 )
-from steerbench.run.prompt_sets import PromptRecord, load_prompts
+from steerbench.run.prompt_sets import PromptRecord
 from steerbench.run.provenance import machine, provenance
 from steerbench.run.results import (
     CellRun,
@@ -100,8 +101,7 @@ class Runner:
             yaml.safe_dump(self.config.to_dict(), sort_keys=False),
         )
         discovery = {
-            k: [r.id for r in load_prompts(v, split_seed=self.config.split_seed)]
-            for k, v in self.config.discovery.items()
+            k: [r.id for r in discovery_prompts(self.config, k)] for k in self.config.discovery
         }
         splits = {
             "split_seed": self.config.split_seed,
@@ -232,9 +232,8 @@ class Runner:
         if (directory / "artifact.json").is_file():
             log.info("Reusing %s artifact %s", spec.name, directory)
             return Artifact.load(directory)
-        split_seed = self.config.split_seed
         positive, negative = (
-            [r.text for r in load_prompts(self.config.discovery[side], split_seed=split_seed)]
+            [r.text for r in discovery_prompts(self.config, side)]
             for side in ("positive", "negative")
         )
         log.info(

@@ -149,7 +149,8 @@ def power_statement(
         return f"{label}: n = {found.n}, {found.difference:.2f} ({found.basis})"
 
     where = {"model": MODEL_LEVEL, "target": target}
-    parts = [relative(task.metric, target, f"{task.metric} ({target})")]
+    shown = task.metric if target == MODEL_LEVEL else f"{task.metric} ({target})"
+    parts = [relative(task.metric, target, shown)]
     for constraint in task.constraints:
         sets = (
             [where[constraint.role]]

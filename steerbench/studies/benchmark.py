@@ -31,14 +31,14 @@ def check_choosable(config: BenchmarkConfig) -> None:
     from steerbench.metric import get_metric
 
     validated = set(config.validation)
-    if not validated:
-        raise SteerbenchError(
-            "evaluate: chosen needs validation sets to choose strengths on; add validation: "
-            "or use evaluate: all"
-        )
     built = {m.name: get_metric(m.name, **m.options) for m in config.metrics}
     for task in config.tasks:
-        needs = [(task.metric, "target")] + [(c.metric, c.role) for c in task.constraints]
+        needs = [(task.metric, task.role)] + [(c.metric, c.role) for c in task.constraints]
+        if not validated and any(role != "model" for _, role in needs):
+            raise SteerbenchError(
+                "evaluate: chosen needs validation sets to choose strengths on; add "
+                "validation: or use evaluate: all"
+            )
         for metric, role in needs:
             if role == "model":
                 if metric in built and not built[metric].scores_split(SPLIT_VALIDATION):
@@ -72,7 +72,23 @@ def chosen_cells(config: BenchmarkConfig, results: Path, cells: list[Cell]) -> l
 
 def run_benchmark(config: BenchmarkConfig, results: Path, **runner_options: Any) -> dict[str, int]:
     """Run ``config`` into ``results`` (``runner_options``: the ``Runner``'s tracking URI,
-    progress and executor); returns the run's counts."""
+    progress and executor); returns the run's counts. A config with behaviours runs each
+    behaviour's config in turn, into ``<results>/<behaviour>/``, and sums the counts."""
+    from steerbench.run.behaviour_tasks import behaviour_configs, behaviour_results
+
+    if config.behaviours is None:
+        return run_one(config, results, **runner_options)
+    totals: dict[str, int] = {}
+    for part in behaviour_configs(config):
+        log.info("Behaviour %s (%s)", part.behaviour, behaviour_results(results, part))
+        counts = run_one(part, behaviour_results(results, part), **runner_options)
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def run_one(config: BenchmarkConfig, results: Path, **runner_options: Any) -> dict[str, int]:
+    """One ordinary config (one behaviour's, or a config without behaviours)."""
     if config.evaluate == "all":
         return Runner(config, results, **runner_options).run()
     check_choosable(config)

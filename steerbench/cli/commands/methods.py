@@ -13,6 +13,7 @@ from steerbench.cli.options import add_model_options, load_from_args, prompt_for
 from steerbench.errors import SteerbenchError
 
 log = logging.getLogger("steerbench")
+DEFAULT_POSITIVE, DEFAULT_NEGATIVE = "jbb-harmful:discovery", "jbb-benign:discovery"
 
 
 def parse_params(pairs: list[str] | None) -> dict:
@@ -39,6 +40,28 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def discovery_sets(args: argparse.Namespace) -> tuple[str, str]:
+    """(positive, negative) prompt sets: ``--behaviour``'s contrast pairs (its discovery
+    split, as a behaviours run fits on) or ``--positive``/``--negative``."""
+    from steerbench.run.behaviours import contrast_set_name
+
+    if args.behaviour is None:
+        return args.positive or DEFAULT_POSITIVE, args.negative or DEFAULT_NEGATIVE
+    if args.positive or args.negative:
+        raise SteerbenchError("give --behaviour or --positive/--negative, not both")
+    return (
+        f"{contrast_set_name(args.behaviour, 'matching')}:discovery",
+        f"{contrast_set_name(args.behaviour, 'other')}:discovery",
+    )
+
+
+def drawn(records: list, args: argparse.Namespace) -> list:
+    """``--limit`` records by the seeded draw a behaviours run fits on (both sides alike)."""
+    from steerbench.run.prompt_sets import take_stratified
+
+    return take_stratified(records, args.limit, seed=args.split_seed) if args.limit else records
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     from steerbench.method import FitContext, get_method
     from steerbench.run.prompt_sets import load_prompts
@@ -47,8 +70,11 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if args.top_k is not None:
         params["top_k"] = args.top_k
     method = get_method(args.method, **params)
-    positive = [r.text for r in load_prompts(args.positive)]
-    negative = [r.text for r in load_prompts(args.negative)]
+    args.positive, args.negative = discovery_sets(args)
+    positive, negative = (
+        [r.text for r in drawn(load_prompts(spec, split_seed=args.split_seed), args)]
+        for spec in (args.positive, args.negative)
+    )
     out = Path(args.out)
     loaded = load_from_args(args)
     ctx = FitContext(
@@ -77,6 +103,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def register_method_commands(sub: argparse._SubParsersAction) -> None:
+    from steerbench.run.behaviours import BEHAVIOURS
+
     p = sub.add_parser("methods", help="list steering methods (built-in and plugins)")
     p.set_defaults(handler=cmd_methods)
 
@@ -88,15 +116,21 @@ def register_method_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", default="cna", help="method name (default: cna)")
     p.add_argument(
-        "--positive",
-        default="jbb-harmful:discovery",
-        help="positive prompts: file or set name (default: jbb-harmful:discovery)",
+        "--positive", help=f"positive prompts: file or set name (default: {DEFAULT_POSITIVE})"
     )
     p.add_argument(
-        "--negative",
-        default="jbb-benign:discovery",
-        help="negative prompts: file or set name (default: jbb-benign:discovery)",
+        "--negative", help=f"negative prompts: file or set name (default: {DEFAULT_NEGATIVE})"
     )
+    p.add_argument(
+        "--behaviour",
+        choices=BEHAVIOURS,
+        help="fit on a CAA behaviour's contrast pairs (its discovery split: question + "
+        "matching vs other answer letter, read at the letter) instead of --positive/--negative",
+    )
+    p.add_argument(
+        "--limit", type=int, help="use this many prompts per side (seeded draw; default: all)"
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the splits (default: 0)")
     p.add_argument("--top-k", type=int, help="circuit size for neuron methods (count)")
     p.add_argument(
         "--param",

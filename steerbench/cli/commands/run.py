@@ -15,7 +15,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from steerbench.run.estimate import describe_plan
     from steerbench.studies.benchmark import run_benchmark
 
-    config = load_config("quick" if args.quick else args.config)
+    config = load_config(quick_variant(args.config) if args.quick else args.config)
     if args.model:
         config.models = list(args.model)
     if args.device:
@@ -54,6 +54,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def quick_variant(config: str) -> str:
+    """``--quick``: the built-in ``<config>-quick`` where there is one (behaviours), else the
+    quick preset."""
+    from steerbench.run.config import BUILTIN_CONFIGS
+
+    return f"{config}-quick" if f"{config}-quick" in BUILTIN_CONFIGS else "quick"
+
+
 def register_run_commands(sub: argparse._SubParsersAction) -> None:
     from steerbench.run.config import BUILTIN_CONFIGS
 
@@ -72,7 +80,8 @@ def register_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset (0.5B model, 6 cells; about 10 min on 2 cores in float32)",
+        help="the quick preset (0.5B model, 6 cells; about 10 min on 2 cores in float32); "
+        "with a config that has one, its own quick variant (behaviours -> behaviours-quick)",
     )
     p.add_argument("--results", help="results directory (default: ./results/<config name>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in results)")
@@ -129,6 +138,20 @@ def cmd_leaderboard_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard_behaviours(args: argparse.Namespace) -> int:
+    from steerbench.publish.behaviour_board import behaviour_dirs
+    from steerbench.publish.behaviour_page import build_behaviour_board
+    from steerbench.publish.intake import publish
+
+    out = Path(args.out)
+    if args.results:
+        for directory in behaviour_dirs(Path(args.results)):
+            publish(directory, out, directory.name)
+    build_behaviour_board(out / "results", out)
+    print(f"behaviours board written to {out}/README.md (from {out}/results/)")
+    return 0
+
+
 def register_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="build or submit to the leaderboard")
     board = p.add_subparsers(dest="leaderboard_command", metavar="ACTION", required=True)
@@ -156,6 +179,22 @@ def register_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
         "<!-- leaderboard:end --> in this file (the project README's headline tables)",
     )
     b.set_defaults(handler=cmd_leaderboard_build)
+    beh = board.add_parser(
+        "behaviours",
+        help="build the behaviours board (method x behaviour, entanglement, dose-response)",
+        description="Publish a behaviours run's folders (one per behaviour) into "
+        "<out>/results/ and build <out>/README.md and its figures from there; without a "
+        "results directory, rebuild from what <out>/results/ holds.",
+    )
+    beh.add_argument(
+        "results", nargs="?", help="a behaviours run's results (e.g. results/behaviours)"
+    )
+    beh.add_argument(
+        "--out",
+        default="leaderboard/behaviours",
+        help="board directory (default: leaderboard/behaviours)",
+    )
+    beh.set_defaults(handler=cmd_leaderboard_behaviours)
     pub = board.add_parser(
         "publish",
         help="copy a results directory into <leaderboard>/results/ (the published data)",
