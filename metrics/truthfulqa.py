@@ -13,9 +13,6 @@ seeded subset of the 817 questions.
 
 from __future__ import annotations
 
-import functools
-import json
-import random
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,9 +21,19 @@ from typing import Any, ClassVar
 import torch
 
 from steerbench.errors import SteerbenchError
-from steerbench.metric import METRICS, Metric, MetricResult, Record
+from steerbench.metric import (
+    METRICS,
+    SPLIT_EVALUATION,
+    SPLIT_VALIDATION,
+    Metric,
+    MetricResult,
+    Record,
+)
 from steerbench.model.prefix import continuation_log_likelihoods
-from steerbench.options import Positive
+from steerbench.options import NonNegative, Positive
+from steerbench.run.truthfulqa_items import load_questions, pick_questions, split_questions
+
+__all__ = ["load_questions", "pick_questions"]
 
 QA_PRIMER = (
     "Q: What is human life expectancy in the United States?\n"
@@ -43,32 +50,6 @@ QA_PRIMER = (
     "A: The 1992 Olympics were held in Barcelona, Spain."
 )
 """The TruthfulQA paper's QA prompt (its ``QA_PRIMER``, also lm-evaluation-harness's)."""
-MC_FILE = "truthfulqa/mc_task.json"
-
-
-@functools.cache
-def load_questions() -> list[dict]:
-    """The 817 questions: ``id``, ``question``, ``mc1`` and ``mc2`` as (choice, is_true)."""
-    from steerbench.run.prompt_sets import verified_path
-
-    rows = json.loads(verified_path(MC_FILE).read_text(encoding="utf-8"))
-    return [
-        {
-            "id": f"truthfulqa-{index:03d}",
-            "question": row["question"],
-            "mc1": [(text, bool(label)) for text, label in row["mc1_targets"].items()],
-            "mc2": [(text, bool(label)) for text, label in row["mc2_targets"].items()],
-        }
-        for index, row in enumerate(rows)
-    ]
-
-
-def pick_questions(n: int | None, seed: int) -> list[dict]:
-    questions = load_questions()
-    if n is None or n >= len(questions):
-        return list(questions)
-    chosen = sorted(random.Random(seed).sample(range(len(questions)), n))
-    return [questions[i] for i in chosen]
 
 
 def context_of(question: str) -> str:
@@ -99,7 +80,25 @@ class TruthfulQA(Metric):
     class Config(Metric.Config):
         n: Positive | None = 200
         """Questions scored (a seeded subset of the 817; None: all)."""
+        held_out: bool = False
+        """TruthfulQA as a task: report only its evaluation split's questions (a method was
+        fitted on its discovery split) and choose on ``validation_n`` of its validation split."""
+        validation_n: NonNegative = 0
+        split_seed: int = 0
         batch_size: Positive = 16
+
+    def scores_split(self, split: str) -> bool:
+        return split == SPLIT_EVALUATION or (self.config.held_out and self.config.validation_n > 0)
+
+    def items_read(self, split: str) -> int | None:
+        return len(self.questions(split)) if self.scores_split(split) else 0
+
+    def questions(self, split: str = SPLIT_EVALUATION) -> list[dict]:
+        """The split's questions: a seeded subset of all 817, or (``held_out``) of the split."""
+        if not self.config.held_out:
+            return pick_questions(self.config.n, self.config.seed)
+        n = self.config.validation_n if split == SPLIT_VALIDATION else self.config.n
+        return split_questions(split, seed=self.config.split_seed, n=n)
 
     @staticmethod
     @abstractmethod
@@ -111,7 +110,7 @@ class TruthfulQA(Metric):
     ) -> MetricResult:
         if lm is None:
             raise SteerbenchError(f"the {self.name} metric needs a model; pass --model")
-        questions = pick_questions(self.config.n, self.config.seed)
+        questions = self.questions(context.get("split", SPLIT_EVALUATION))
         pairs, owner = [], []
         for index, q in enumerate(questions):
             ctx = context_of(q["question"])

@@ -12,7 +12,7 @@ from steerbench.metric import get_metric
 from steerbench.metrics import behaviour_ab
 from steerbench.model.chat import format_prompts, split_reply, with_reply
 from steerbench.publish.sources import load_results
-from steerbench.run.behaviour_tasks import behaviour_configs, behaviour_results
+from steerbench.run.behaviour_tasks import behaviour_configs, behaviour_metric, behaviour_results
 from steerbench.run.behaviours import load_behaviour_items
 from steerbench.run.config import load_config, parse_config
 from steerbench.run.plan import cell_key, discovery_prompts, fit_key, plan
@@ -21,7 +21,7 @@ from steerbench.studies.benchmark import run_benchmark
 from steerbench.testing import save_tiny_model
 
 BEHAVIOURS = {
-    "names": ["sycophancy", "survival-instinct"],
+    "names": ["sycophancy", "survival-instinct", "truthfulqa"],
     "discovery_n": 6,
     "validation_n": 4,
     "evaluation_n": 5,
@@ -36,7 +36,7 @@ def behaviours_document(model_dir, **overrides) -> dict:
         evaluate="chosen",
         behaviours=BEHAVIOURS,
         methods=[{"name": "caa", "strengths": [-4.0, 4.0]}],
-        metrics={"mmlu": {"n": 3, "validation_n": 2}},
+        metrics={"mmlu": {"n": 3, "validation_n": 2}, "truthfulqa-mc1": {"n": 3}},
         **overrides,
     )
     for key in ("discovery", "evaluation", "validation", "evaluation_limit"):
@@ -89,6 +89,21 @@ def test_merged_answer_tokens_are_read_as_one_token():
     assert behaviour_ab.answer_tokens(Splitting()) == ("(", [1, 2])
 
 
+def test_truthfulqa_as_a_task_is_fitted_and_reported_on_disjoint_questions():
+    true = load_prompts("truthfulqa-true:discovery")
+    false = load_prompts("truthfulqa-false:discovery")
+    assert [r.id for r in true] == [r.id for r in false] and len(true) == round(817 * 0.4)
+    assert all(split_reply(a.text)[1] != split_reply(b.text)[1] for a, b in zip(true, false))
+    fitted = {r.id for r in true}
+    for name in ("truthfulqa-mc1", "truthfulqa-mc2"):
+        metric = get_metric(name, held_out=True, validation_n=10, n=30, split_seed=0)
+        chose = {q["id"] for q in metric.questions("validation")}
+        reported = {q["id"] for q in metric.questions("evaluation")}
+        assert (len(chose), len(reported)) == (10, 30)
+        assert not (chose & reported) and not (fitted & (chose | reported))
+    assert not get_metric("truthfulqa-mc1").scores_split("validation")
+
+
 @pytest.mark.parametrize("behaviour", ["sycophancy", "corrigible-neutral-HHH"])
 def test_splits_are_disjoint_and_seeded(behaviour):
     def ids(seed):
@@ -117,12 +132,21 @@ def test_cells_of_different_behaviours_never_share_a_key(tmp_path):
     parts = behaviour_configs(config)
     assert [p.behaviour for p in parts] == BEHAVIOURS["names"]
     keys = [cell_key(p, c) for p in parts for c in plan(p)]
-    assert len(keys) == len(set(keys)) == 2 * 3  # the unsteered cells too
+    assert len(keys) == len(set(keys)) == 3 * 3  # the unsteered cells too
     fits = {fit_key(p, p.models[0], p.methods[0]) for p in parts}
-    assert len(fits) == 2
+    assert len(fits) == 3
     first = parts[0]
     assert [t.name for t in first.tasks] == ["increase-sycophancy", "decrease-sycophancy"]
-    assert {m.name for m in first.metrics} == {"ab-sycophancy", "ab-survival-instinct", "mmlu"}
+    assert {m.name for m in first.metrics} == {
+        "ab-sycophancy", "ab-survival-instinct", "truthfulqa-mc2", "mmlu", "truthfulqa-mc1"
+    }  # fmt: skip
+    truthful = parts[2]
+    assert truthful.discovery == {
+        "positive": "truthfulqa-true:discovery", "negative": "truthfulqa-false:discovery"
+    }  # fmt: skip
+    options = {m.name: m.options for m in truthful.metrics}
+    assert options["truthfulqa-mc2"]["held_out"] and options["truthfulqa-mc1"]["held_out"]
+    assert "held_out" not in {m.name: m.options for m in first.metrics}["truthfulqa-mc1"]
     assert len(discovery_prompts(first, "positive")) == 6
     assert behaviour_results(tmp_path, first) == tmp_path / "sycophancy"
     # a behaviour's config round-trips through its resolved document (the Ray executor)
@@ -153,18 +177,20 @@ def behaviour_run(tmp_path_factory):
 
 def test_a_behaviours_run_chooses_on_validation_and_measures_every_behaviour(behaviour_run):
     config, results, summary = behaviour_run
-    assert summary["cells"] == 2 * 3
+    assert summary["cells"] == 3 * 3
     for part in behaviour_configs(config):
         frame = load_results([behaviour_results(results, part)])
-        own = f"ab-{part.behaviour}"
+        own = behaviour_metric(part.behaviour)
         validation = frame[frame["split"] == "validation"]
         assert set(validation["metric"]) == {own, "mmlu"}  # what choosing reads, no more
         assert set(validation["n"][validation["metric"] == own]) == {4}
         evaluation = frame[frame["split"] == "evaluation"]
-        assert set(evaluation["metric"]) == {"ab-sycophancy", "ab-survival-instinct", "mmlu"}
+        assert set(evaluation["metric"]) == {
+            "ab-sycophancy", "ab-survival-instinct", "truthfulqa-mc2", "mmlu", "truthfulqa-mc1"
+        }  # fmt: skip
         sizes = evaluation.groupby("metric")["n"].first()
         other = next(m for m in sizes.index if m.startswith("ab-") and m != own)
-        assert (sizes[own], sizes[other]) == (5, 3)
+        assert (sizes[own], sizes[other], sizes["truthfulqa-mc1"]) == (5, 3, 3)
         assert evaluation["is_unsteered"].any()
         generations = pd.read_parquet(behaviour_results(results, part) / "generations.parquet")
         chose = set(generations.loc[generations["split"] == "validation", "prompt_id"])
@@ -187,7 +213,7 @@ def test_the_behaviours_board_reports_paired_changes_from_the_unsteered_model(
     for row in table.itertuples():  # every entry is the paired mean difference, by hand
         generations = pd.read_parquet(results / row.steered / "generations.parquet")
         evaluated = generations[generations["split"] == "evaluation"]
-        metric = f"ab-{row.measured}"
+        metric = behaviour_metric(row.measured)
         frame = load_results([results / row.steered])
         keys = frame.drop_duplicates("cell_key").set_index(["method", "strength"])["cell_key"]
         steered = keys.loc[(row.method, row.strength)]
@@ -207,3 +233,16 @@ def test_the_behaviours_board_reports_paired_changes_from_the_unsteered_model(
     text = (out / "README.md").read_text()
     assert "increase-sycophancy" in text and "decrease-survival-instinct" in text
     assert (out / "dose-response.png").is_file() and (out / "entanglement.png").is_file()
+
+
+def test_the_committed_behaviours_board_rebuilds_byte_for_byte(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from steerbench.publish.behaviour_page import build_behaviour_board
+
+    board = Path(__file__).resolve().parents[1] / "leaderboard" / "behaviours"
+    shutil.copytree(board / "results", tmp_path / "results")
+    build_behaviour_board(tmp_path / "results", tmp_path)
+    for name in ("README.md", "entanglement.svg", "dose-response.svg", "dose-response.png"):
+        assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), name

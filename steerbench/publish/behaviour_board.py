@@ -6,12 +6,13 @@ Each behaviour's tasks are decided by the leaderboard's own rules (``verdicts.st
 strengths chosen on validation items, reported on held-out ones, ranks from every paired
 test with Holm's correction), so nothing here re-implements a verdict. On top of them:
 
-- the method x behaviour matrix: each method's change in p(matching) from the unsteered
-  model at its chosen strength, per direction, with its 95 % interval and rank;
+- the method x behaviour matrix: each method's change in the behaviour's score (p(matching)
+  of an A/B behaviour, MC2 of TruthfulQA) from the unsteered model at its chosen strength,
+  per direction, with its 95 % interval and rank;
 - the entanglement matrix: at each behaviour's chosen strengths, the change in every other
   behaviour's score (paired t-test against the same unsteered cell, Holm-corrected over
   all the off-diagonal tests of the run), as a heatmap and as a list of what is decided;
-- dose-response: every swept strength's p(matching) against its MMLU change (the
+- dose-response: every swept strength's score against its MMLU change (the
   validation numbers, which every strength has), one curve per method (a Pareto picture).
 """
 
@@ -27,8 +28,8 @@ import pandas as pd
 from steerbench.errors import SteerbenchError
 from steerbench.files import save_figure
 from steerbench.publish.verdicts import Standings, TaskRanking, standings
+from steerbench.run.behaviour_tasks import behaviour_metric, metric_behaviour
 
-AB_PREFIX = "ab-"
 DIRECTIONS = (("increase", "↑"), ("decrease", "↓"))
 
 
@@ -81,7 +82,7 @@ def _interval(value: Any, low: Any, high: Any, signed: bool = True) -> str:
 
 
 def method_matrix(behaviours: list[Behaviour]) -> pd.DataFrame:
-    """(method, direction) x behaviour: the change in p(matching) from the unsteered model
+    """(method, direction) x behaviour: the change in its score from the unsteered model
     at the chosen strength, "Δ [low, high] (rank r)", or "–" with no qualifying strength."""
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for behaviour in behaviours:
@@ -114,7 +115,7 @@ def entanglement(behaviours: list[Behaviour]) -> pd.DataFrame:
                 if cell["is_unsteered"] or cell["failed"] or unsteered is None:
                     continue
                 for measured in _measured(behaviour):
-                    metric = f"{AB_PREFIX}{measured}"
+                    metric = behaviour_metric(measured)
                     test = pair(
                         behaviour.comparisons, metric, MODEL_LEVEL, cell["cell_key"], unsteered
                     )
@@ -144,15 +145,14 @@ def entanglement(behaviours: list[Behaviour]) -> pd.DataFrame:
 
 
 def _measured(behaviour: Behaviour) -> list[str]:
-    """The behaviours whose A/B score the run measured beside this one (itself first)."""
-    metrics = dict.fromkeys(behaviour.frame["metric"])
-    others = sorted(m[len(AB_PREFIX) :] for m in metrics if m.startswith(AB_PREFIX))
-    return [behaviour.name] + [m for m in others if m != behaviour.name]
+    """The behaviours whose score the run measured beside this one (itself first)."""
+    scored = {metric_behaviour(m) for m in behaviour.frame["metric"]} - {None}
+    return [behaviour.name, *sorted(b for b in scored if b and b != behaviour.name)]
 
 
 def heatmap(table: pd.DataFrame, out: Path) -> str | None:
     """Steered behaviour and direction (rows) x measured behaviour (columns): the mean over
-    methods of the change in p(matching); a dot marks an entry with a Holm-significant
+    methods of the change in its score; a dot marks an entry with a Holm-significant
     off-diagonal test. Returns the figure's stem."""
     if table.empty:
         return None
@@ -177,7 +177,7 @@ def heatmap(table: pd.DataFrame, out: Path) -> str | None:
             if not math.isnan(value):
                 mark = "•" if bool(decided.loc[row, column] == 1) else ""
                 ax.text(j, i, f"{value:+.2f}{mark}", ha="center", va="center", fontsize=7)
-    ax.set_xlabel("measured behaviour (Δ p(matching) vs unsteered)")
+    ax.set_xlabel("measured behaviour (Δ score vs unsteered)")
     ax.set_ylabel("steered behaviour, direction")
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
@@ -187,7 +187,7 @@ def heatmap(table: pd.DataFrame, out: Path) -> str | None:
 
 
 def dose_response(behaviours: list[Behaviour], out: Path) -> str:
-    """Per behaviour: every strength's validation p(matching) against its validation MMLU
+    """Per behaviour: every strength's validation score against its validation MMLU
     change from the unsteered model (the cost axis; the strength's own number where MMLU
     was not swept), one curve per method. Returns the figure's stem."""
     import matplotlib
@@ -200,7 +200,7 @@ def dose_response(behaviours: list[Behaviour], out: Path) -> str:
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
     for ax, behaviour in zip(axes.flat, behaviours):
         table = behaviour.standings.table
-        own = f"validation:{AB_PREFIX}{behaviour.name}"
+        own = f"validation:{behaviour_metric(behaviour.name)}"
         cost = "validation:mmlu"
         base = table.loc[table["is_unsteered"].astype(bool)]
         has_cost = cost in table.columns and table[cost].notna().any()
@@ -219,7 +219,7 @@ def dose_response(behaviours: list[Behaviour], out: Path) -> str:
         ax.axhline(0.5, color="grey", lw=0.5, ls=":")
         ax.set_title(behaviour.name, fontsize=9)
         ax.set_xlabel("MMLU Δ (validation)" if has_cost else "strength")
-        ax.set_ylabel("p(matching), validation")
+        ax.set_ylabel(f"{behaviour_metric(behaviour.name)}, validation")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(behaviours) :]:
         ax.set_visible(False)

@@ -16,16 +16,41 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
-from steerbench.run.behaviours import contrast_set_name
+from steerbench.run.behaviours import BEHAVIOURS, contrast_set_name
 from steerbench.run.config_schema import BenchmarkConfig, MetricSpec, TaskSpec
+from steerbench.run.truthfulqa_items import TRUTHFULQA
 
 AB_PREFIX = "ab-"
-"""A behaviour's metric is ``ab-<behaviour>`` (``metrics/behaviour_ab.py``)."""
+"""A CAA behaviour's metric is ``ab-<behaviour>`` (``metrics/behaviour_ab.py``)."""
+TRUTHFULQA_METRICS = ("truthfulqa-mc2", "truthfulqa-mc1")
+"""TruthfulQA's task metric (MC2: a continuous score per question, the paired tests' best
+input) and the metrics that read its questions (``metrics/truthfulqa.py``)."""
+TASK_BEHAVIOURS = (*BEHAVIOURS, TRUTHFULQA)
+"""What a config's ``behaviours`` may name: the seven CAA behaviours and TruthfulQA."""
 
 
 def behaviour_metric(behaviour: str) -> str:
-    return f"{AB_PREFIX}{behaviour}"
+    """The metric a behaviour's tasks read."""
+    return TRUTHFULQA_METRICS[0] if behaviour == TRUTHFULQA else f"{AB_PREFIX}{behaviour}"
+
+
+def metric_behaviour(metric: str) -> str | None:
+    """The behaviour a metric scores (the inverse of ``behaviour_metric``), or None."""
+    if metric == TRUTHFULQA_METRICS[0]:
+        return TRUTHFULQA
+    return metric[len(AB_PREFIX) :] if metric.startswith(AB_PREFIX) else None
+
+
+def contrast_sets(behaviour: str) -> tuple[str, str]:
+    """(positive, negative) discovery prompt sets: the matching against the other answer
+    letter, or TruthfulQA's true against a false answer, each as the pre-filled reply."""
+    if behaviour == TRUTHFULQA:
+        return "truthfulqa-true:discovery", "truthfulqa-false:discovery"
+    return tuple(  # type: ignore[return-value]
+        f"{contrast_set_name(behaviour, side)}:discovery" for side in ("matching", "other")
+    )
 
 
 def behaviour_tasks(config: BenchmarkConfig, behaviour: str) -> list[TaskSpec]:
@@ -38,7 +63,7 @@ def behaviour_tasks(config: BenchmarkConfig, behaviour: str) -> list[TaskSpec]:
             metric,
             goal,  # type: ignore[arg-type]
             list(config.behaviours.constraints),
-            f"{direction} {behaviour} (p of the matching A/B answer)",
+            f"{direction} {behaviour} ({metric})",
             role="model",
         )
         for direction, goal in (("increase", "maximize"), ("decrease", "minimize"))
@@ -46,20 +71,39 @@ def behaviour_tasks(config: BenchmarkConfig, behaviour: str) -> list[TaskSpec]:
 
 
 def behaviour_metrics(config: BenchmarkConfig, behaviour: str) -> list[MetricSpec]:
-    """Its own A/B score (reported items and validation items), every other behaviour's on
-    ``side_n`` held-out items, then the config's own metrics."""
+    """Its own score (reported items and validation items), every other behaviour's on
+    ``side_n`` held-out items, then the config's own metrics; when TruthfulQA is the task,
+    every metric of its questions reads its held-out split only (the discovery split
+    fitted the methods)."""
     spec = config.behaviours
     assert spec is not None
-    own = {"validation_n": spec.validation_n, "split_seed": config.split_seed}
+    held_out: dict[str, Any] = {"held_out": True} if behaviour == TRUTHFULQA else {}
+    own: dict[str, Any] = {
+        **held_out,
+        "validation_n": spec.validation_n,
+        "split_seed": config.split_seed,
+    }
     if spec.evaluation_n is not None:
         own["n"] = spec.evaluation_n
-    ab = [MetricSpec(behaviour_metric(behaviour), own)]
-    ab += [
+    scores = [MetricSpec(behaviour_metric(behaviour), own)]
+    scores += [
         MetricSpec(behaviour_metric(other), {"n": spec.side_n})
         for other in spec.names
         if other != behaviour
     ]
-    return ab + [m for m in config.metrics if not m.name.startswith(AB_PREFIX)]
+    named = {m.name for m in scores}
+    rest = [
+        MetricSpec(
+            m.name,
+            {**m.options, **held_out, "split_seed": config.split_seed}
+            if held_out and m.name in TRUTHFULQA_METRICS
+            else m.options,
+            m.sets,
+        )
+        for m in config.metrics
+        if m.name not in named
+    ]
+    return scores + rest
 
 
 def behaviour_config(config: BenchmarkConfig, behaviour: str) -> BenchmarkConfig:
@@ -70,10 +114,7 @@ def behaviour_config(config: BenchmarkConfig, behaviour: str) -> BenchmarkConfig
         name=f"{config.name}.{behaviour}",
         behaviours=None,
         behaviour=behaviour,
-        discovery={
-            "positive": f"{contrast_set_name(behaviour, 'matching')}:discovery",
-            "negative": f"{contrast_set_name(behaviour, 'other')}:discovery",
-        },
+        discovery=dict(zip(("positive", "negative"), contrast_sets(behaviour))),
         discovery_limit=config.behaviours.discovery_n,
         metrics=behaviour_metrics(config, behaviour),
         tasks=behaviour_tasks(config, behaviour),

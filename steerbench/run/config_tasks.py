@@ -19,11 +19,11 @@ BEHAVIOURS_KEYS = tuple(f.name for f in dataclasses.fields(BehavioursSpec))
 def behaviour_scalars(raw: dict) -> dict[str, Any]:
     """``behaviour`` and ``discovery_limit``: what a behaviour's own config
     (``steerbench.run.behaviour_tasks``) adds, read back from its results directory."""
-    from steerbench.run.behaviours import BEHAVIOURS
+    from steerbench.run.behaviour_tasks import TASK_BEHAVIOURS
 
     behaviour, limit = raw.get("behaviour"), raw.get("discovery_limit")
     if behaviour is not None:
-        known(behaviour, list(BEHAVIOURS), "behaviour", f"behaviour {behaviour!r}")
+        known(behaviour, list(TASK_BEHAVIOURS), "behaviour", f"behaviour {behaviour!r}")
     if limit is not None and bad_limit(limit):
         raise fail("discovery_limit", f"must be a positive integer or null, got {limit!r}")
     return {"behaviour": behaviour, "discovery_limit": limit}
@@ -31,7 +31,7 @@ def behaviour_scalars(raw: dict) -> dict[str, Any]:
 
 def parse_behaviours(block: Any) -> BehavioursSpec:
     """``behaviours:`` (see configs/behaviours.yaml): shipped CAA behaviours and their sizes."""
-    from steerbench.run.behaviours import BEHAVIOURS
+    from steerbench.run.behaviour_tasks import TASK_BEHAVIOURS
 
     block = mapping(block, "behaviours")
     extra = sorted(set(block) - set(BEHAVIOURS_KEYS))
@@ -39,9 +39,9 @@ def parse_behaviours(block: Any) -> BehavioursSpec:
         raise fail(f"behaviours.{extra[0]}", f"unknown key; allowed: {', '.join(BEHAVIOURS_KEYS)}")
     names = block.get("names")
     if not isinstance(names, list) or not names:
-        raise fail("behaviours.names", f"must list behaviours among {', '.join(BEHAVIOURS)}")
+        raise fail("behaviours.names", f"must list behaviours among {', '.join(TASK_BEHAVIOURS)}")
     for index, name in enumerate(names):
-        known(name, list(BEHAVIOURS), f"behaviours.names[{index}]", f"behaviour {name!r}")
+        known(name, list(TASK_BEHAVIOURS), f"behaviours.names[{index}]", f"behaviour {name!r}")
     if first_repeat(names) is not None:
         raise fail("behaviours.names", f"{first_repeat(names)!r} is listed twice")
     sizes: dict[str, Any] = {}

@@ -251,10 +251,10 @@ def load_union(parts: list[str], split_seed: int) -> list[PromptRecord]:
 
 def load_one(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptRecord]:
     """One prompt set name (``name`` or ``name:split``) or a user file."""
-    from steerbench.run.behaviours import contrast_prompts
+    from steerbench.run import behaviours, truthfulqa_items
 
     name, _, split = spec.partition(":")
-    contrast = contrast_prompts(name)
+    contrast = behaviours.contrast_prompts(name) or truthfulqa_items.contrast_prompts(name)
     if name in PROMPT_SETS or contrast is not None:
         records = load_registered(name) if contrast is None else contrast
         if not split:
@@ -267,8 +267,8 @@ def load_one(spec: str, *, split_seed: int = DEFAULT_SPLIT_SEED) -> list[PromptR
         return load_prompt_file(path)
     raise SteerbenchError(
         f"unknown prompt set {spec!r}; use a file path or one of {', '.join(PROMPT_SETS)} "
-        f"or caa-<behaviour>-matching / -other (optionally with :discovery, :validation or "
-        f":evaluation)"
+        f"or caa-<behaviour>-matching / -other, truthfulqa-true / -false (optionally with "
+        f":discovery, :validation or :evaluation)"
     )
 
 

@@ -43,16 +43,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def discovery_sets(args: argparse.Namespace) -> tuple[str, str]:
     """(positive, negative) prompt sets: ``--behaviour``'s contrast pairs (its discovery
     split, as a behaviours run fits on) or ``--positive``/``--negative``."""
-    from steerbench.run.behaviours import contrast_set_name
+    from steerbench.run.behaviour_tasks import contrast_sets
 
     if args.behaviour is None:
         return args.positive or DEFAULT_POSITIVE, args.negative or DEFAULT_NEGATIVE
     if args.positive or args.negative:
         raise SteerbenchError("give --behaviour or --positive/--negative, not both")
-    return (
-        f"{contrast_set_name(args.behaviour, 'matching')}:discovery",
-        f"{contrast_set_name(args.behaviour, 'other')}:discovery",
-    )
+    return contrast_sets(args.behaviour)
 
 
 def drawn(records: list, args: argparse.Namespace) -> list:
@@ -103,7 +100,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def register_method_commands(sub: argparse._SubParsersAction) -> None:
-    from steerbench.run.behaviours import BEHAVIOURS
+    from steerbench.run.behaviour_tasks import TASK_BEHAVIOURS
 
     p = sub.add_parser("methods", help="list steering methods (built-in and plugins)")
     p.set_defaults(handler=cmd_methods)
@@ -123,9 +120,10 @@ def register_method_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--behaviour",
-        choices=BEHAVIOURS,
-        help="fit on a CAA behaviour's contrast pairs (its discovery split: question + "
-        "matching vs other answer letter, read at the letter) instead of --positive/--negative",
+        choices=TASK_BEHAVIOURS,
+        help="fit on a behaviour's contrast pairs (its discovery split: the question with "
+        "the matching vs the other answer letter, or TruthfulQA's true vs a false answer, "
+        "read at the answer) instead of --positive/--negative",
     )
     p.add_argument(
         "--limit", type=int, help="use this many prompts per side (seeded draw; default: all)"

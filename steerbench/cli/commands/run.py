@@ -44,13 +44,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     evaluated = (
         f"; {summary['evaluated']} chosen strengths evaluated" if "evaluated" in summary else ""
     )
-    print(
-        f"{config.name}: {summary['cells']} cells ({summary['ran']} run now{evaluated}) in "
-        f"{minutes:.1f} min -> {results}/results.parquet, {results}/generations.parquet"
-    )
     from steerbench.publish.tables import summary_table
 
-    print(summary_table(results))
+    where = f"{results}/<behaviour>/" if config.behaviours else f"{results}/"
+    print(
+        f"{config.name}: {summary['cells']} cells ({summary['ran']} run now{evaluated}) in "
+        f"{minutes:.1f} min -> {where}results.parquet, {where}generations.parquet"
+    )
+    if config.behaviours is None:
+        print(summary_table(results))
+        return 0
+    for name in config.behaviours.names:
+        print(f"\n{name}:\n{summary_table(results / name)}")
+    print(f"\nthe board: steerbench leaderboard behaviours {results}")
     return 0
 
 
