@@ -37,10 +37,10 @@ def behaviours_document(model_dir, **overrides) -> dict:
         behaviours=BEHAVIOURS,
         methods=[{"name": "caa", "strengths": [-4.0, 4.0]}],
         metrics={"mmlu": {"n": 3, "validation_n": 2}, "truthfulqa-mc1": {"n": 3}},
-        **overrides,
     )
     for key in ("discovery", "evaluation", "validation", "evaluation_limit"):
         document.pop(key)
+    document.update(overrides)
     return document
 
 
@@ -170,7 +170,13 @@ def test_the_shipped_behaviour_configs_load_and_bad_ones_say_why(tmp_path):
 def behaviour_run(tmp_path_factory):
     model_dir = save_tiny_model(tmp_path_factory.mktemp("m") / "tiny", "qwen2")
     results = tmp_path_factory.mktemp("results")
-    config = parse_config(behaviours_document(model_dir), "tiny-behaviours")
+    document = behaviours_document(
+        model_dir,
+        evaluation={"benign": "jbb-benign:evaluation"},  # a side effect on generated text
+        evaluation_limit=3,
+    )
+    document["metrics"]["kl-benign"] = {"sets": ["benign"], "max_answer_tokens": 4}
+    config = parse_config(document, "tiny-behaviours")
     summary = run_benchmark(config, results, progress=False)
     return config, results, summary
 
@@ -186,8 +192,11 @@ def test_a_behaviours_run_chooses_on_validation_and_measures_every_behaviour(beh
         assert set(validation["n"][validation["metric"] == own]) == {4}
         evaluation = frame[frame["split"] == "evaluation"]
         assert set(evaluation["metric"]) == {
-            "ab-sycophancy", "ab-survival-instinct", "truthfulqa-mc2", "mmlu", "truthfulqa-mc1"
+            "ab-sycophancy", "ab-survival-instinct", "truthfulqa-mc2", "mmlu", "truthfulqa-mc1",
+            "kl-benign",
         }  # fmt: skip
+        kl = evaluation[evaluation["metric"] == "kl-benign"]
+        assert (kl.loc[kl["is_unsteered"], "value"] == 0).all()  # the reference itself
         sizes = evaluation.groupby("metric")["n"].first()
         other = next(m for m in sizes.index if m.startswith("ab-") and m != own)
         assert (sizes[own], sizes[other], sizes["truthfulqa-mc1"]) == (5, 3, 3)
@@ -246,3 +255,24 @@ def test_the_committed_behaviours_board_rebuilds_byte_for_byte(tmp_path):
     build_behaviour_board(tmp_path / "results", tmp_path)
     for name in ("README.md", "entanglement.svg", "dose-response.svg", "dose-response.png"):
         assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("name", ["caa", "cna", "ace", "directional-ablation", "mean-act"])
+def test_a_neutral_strength_leaves_every_behaviour_score_bit_identical(tiny_qwen, name):
+    from types import SimpleNamespace
+
+    from steerbench.method import METHODS, get_method
+    from steerbench.run.behaviour_tasks import TASK_BEHAVIOURS
+
+    model, tokenizer = tiny_qwen
+    lm = SimpleNamespace(model=model, tokenizer=tokenizer, name="tiny")
+    positive = [r.text for r in load_prompts("caa-sycophancy-matching:discovery")[:6]]
+    negative = [r.text for r in load_prompts("caa-sycophancy-other:discovery")[:6]]
+    params = {"top_k": 8} if name == "cna" else {}
+    method = get_method(name, **params)
+    artifact = method.fit(FitContext(model, tokenizer), positive, negative)
+    metrics = [get_metric(behaviour_metric(b), n=2) for b in TASK_BEHAVIOURS]
+    unsteered = [m.compute(lm=lm).values for m in metrics]
+    with method.steer(model, artifact, METHODS.get(name).neutral_strength):
+        neutral = [m.compute(lm=lm).values for m in metrics]
+    assert neutral == unsteered
