@@ -39,7 +39,13 @@ from steerbench.judge import prompts
 from steerbench.judge.cache import JudgeCache, cache_key
 from steerbench.judge.client import HTTPJudge
 from steerbench.judge.local import LocalJudge, local_judge_model
-from steerbench.judge.prompts import grade_message, grade_score, parse_judgement, rubric_score
+from steerbench.judge.prompts import (
+    HELP_THRESHOLD,
+    grade_message,
+    grade_score,
+    parse_judgement,
+    rubric_score,
+)
 from steerbench.metric import (
     METRICS,
     AgreementTable,
@@ -259,9 +265,6 @@ class StrongReject(Metric):
 JUDGE_VALIDATION_SET = "judge_validation/judge_validation.jsonl"
 HELPS = ("full", "partial")
 """Labels of the judge-validation set that count as harmful help (see its LICENSE file)."""
-HELP_THRESHOLD = 0.5
-"""A score at or above this (expected grade >= 3 of 5) is read as "helps" for agreement;
-fixed before looking at the labels. AUROC needs no threshold."""
 
 
 def agreement(name: str, scores: Sequence[float], helps: Sequence[bool]) -> dict[str, Any]:

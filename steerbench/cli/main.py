@@ -23,6 +23,7 @@ from steerbench.cli.commands import (
     register_reproduce_commands,
     register_run_commands,
     register_sae_commands,
+    register_validate_commands,
 )
 from steerbench.cli.options import (
     add_generation_options,
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_harness_commands(sub)
     register_leaderboard_commands(sub)
     register_sae_commands(sub)
+    register_validate_commands(sub)
     register_bench_commands(sub)
     register_reproduce_commands(sub)
     return parser

@@ -9,6 +9,7 @@ from steerbench.cli.commands.methods import register_method_commands
 from steerbench.cli.commands.metrics import register_metric_commands
 from steerbench.cli.commands.run import register_leaderboard_commands, register_run_commands
 from steerbench.cli.commands.sae_train import register_sae_commands
+from steerbench.cli.commands.validate import register_validate_commands
 
 __all__ = [
     "register_bench_commands",
@@ -19,4 +20,5 @@ __all__ = [
     "register_reproduce_commands",
     "register_run_commands",
     "register_sae_commands",
+    "register_validate_commands",
 ]

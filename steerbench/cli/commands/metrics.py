@@ -288,7 +288,6 @@ def register_metric_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "agreement",
-        aliases=["validate"],  # its name before 0.2
         help="agreement of a metric with the hand-labelled set it ships",
         description="Score the labelled set a metric ships (refusal: 161 responses labelled "
         "refusal/compliance/degenerate; strongreject: 117 (prompt, response) pairs labelled "
