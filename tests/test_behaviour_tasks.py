@@ -164,6 +164,9 @@ def test_the_shipped_behaviour_configs_load_and_bad_ones_say_why(tmp_path):
         parse_config({**document, "discovery": {"positive": "a", "negative": "b"}}, "b")
     with pytest.raises(SteerbenchError, match=r"behaviours\.side_n"):
         parse_config({**document, "behaviours": {**BEHAVIOURS, "side_n": 0}}, "b")
+    unmeasured = {**BEHAVIOURS, "constraints": [{"metric": "quality", "min": 0.9}]}
+    with pytest.raises(SteerbenchError, match="'quality' is not measured"):
+        parse_config({**document, "behaviours": unmeasured}, "b")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """A config with ``behaviours`` as one benchmark config per behaviour.
 
 Each behaviour is its own task pair (``increase-<behaviour>``, ``decrease-<behaviour>``,
-its A/B score read at the model level), with its own contrast pairs to fit on (the
-discovery split of its generate items, ``caa-<behaviour>-matching`` / ``-other``), its own
-validation items that choose the strengths (the validation split of the same items) and
-its held-out test items that are reported. Beside it, every other behaviour's A/B score and
+its A/B score, or TruthfulQA's MC2, read at the model level), with its own contrast pairs
+to fit on (the discovery split of its generate items, ``caa-<behaviour>-matching`` /
+``-other``; TruthfulQA's ``truthfulqa-true`` / ``-false``), its own validation items that
+choose the strengths (the validation split of the same items) and its held-out items that
+are reported. Beside it, every other behaviour's A/B score and
 the config's side-effect metrics (MMLU, TruthfulQA, KL on benign text) are measured at the
 chosen strengths: the entanglement matrix. Each behaviour's config is an ordinary config,
 so fitting, cells, resumption, the validation sweep and the leaderboard's ranking rules are
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from steerbench.run.behaviours import BEHAVIOURS, contrast_set_name
-from steerbench.run.config_schema import BenchmarkConfig, MetricSpec, TaskSpec
+from steerbench.run.config_schema import BenchmarkConfig, Goal, MetricSpec, TaskSpec
 from steerbench.run.truthfulqa_items import TRUTHFULQA
 
 AB_PREFIX = "ab-"
@@ -28,6 +29,8 @@ TRUTHFULQA_METRICS = ("truthfulqa-mc2", "truthfulqa-mc1")
 """TruthfulQA's task metric (MC2: a continuous score per question, the paired tests' best
 input) and the metrics that read its questions (``metrics/truthfulqa.py``)."""
 TASK_BEHAVIOURS = (*BEHAVIOURS, TRUTHFULQA)
+DIRECTIONS: tuple[tuple[str, Goal], ...] = (("increase", "maximize"), ("decrease", "minimize"))
+"""Each behaviour's two tasks: its score raised and lowered."""
 """What a config's ``behaviours`` may name: the seven CAA behaviours and TruthfulQA."""
 
 
@@ -48,8 +51,9 @@ def contrast_sets(behaviour: str) -> tuple[str, str]:
     letter, or TruthfulQA's true against a false answer, each as the pre-filled reply."""
     if behaviour == TRUTHFULQA:
         return "truthfulqa-true:discovery", "truthfulqa-false:discovery"
-    return tuple(  # type: ignore[return-value]
-        f"{contrast_set_name(behaviour, side)}:discovery" for side in ("matching", "other")
+    return (
+        f"{contrast_set_name(behaviour, 'matching')}:discovery",
+        f"{contrast_set_name(behaviour, 'other')}:discovery",
     )
 
 
@@ -61,12 +65,12 @@ def behaviour_tasks(config: BenchmarkConfig, behaviour: str) -> list[TaskSpec]:
         TaskSpec(
             f"{direction}-{behaviour}",
             metric,
-            goal,  # type: ignore[arg-type]
+            goal,
             list(config.behaviours.constraints),
             f"{direction} {behaviour} ({metric})",
             role="model",
         )
-        for direction, goal in (("increase", "maximize"), ("decrease", "minimize"))
+        for direction, goal in DIRECTIONS
     ]
 
 

@@ -17,7 +17,7 @@ from steerbench.metric import METRICS
 from steerbench.model.chat import PromptFormat
 from steerbench.model.generation import GenerationSettings
 from steerbench.options import check_fields, check_value, near_miss
-from steerbench.run.config_keys import fail, first_repeat, known, mapping, typed
+from steerbench.run.config_keys import bad_limit, fail, first_repeat, known, mapping, typed
 from steerbench.run.config_schema import (
     BEHAVIOUR_DERIVED_KEYS,
     REQUIRED_KEYS,
@@ -30,8 +30,8 @@ from steerbench.run.config_schema import (
     MetricSpec,
 )
 from steerbench.run.config_tasks import (
-    bad_limit,
     behaviour_scalars,
+    check_behaviour_constraints,
     check_task_metrics,
     parse_behaviours,
     parse_tasks,
@@ -72,6 +72,8 @@ def check_document(raw: Any, name: str) -> BenchmarkConfig:
     )
     if "tasks" in raw:  # the shipped default tasks may name metrics a small config skips
         check_task_metrics(tasks, {m.name for m in metrics})
+    if behaviours:  # what every behaviour's tasks are constrained by must be measured
+        check_behaviour_constraints(behaviours, {m.name for m in metrics})
     return BenchmarkConfig(
         name=config_name,
         models=models,

@@ -40,3 +40,7 @@ def first_repeat(values: list) -> Any:
             return value
         seen.append(value)
     return None
+
+
+def bad_limit(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or value < 1

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from steerbench.metric import METRICS
-from steerbench.run.config_keys import fail, first_repeat, known, mapping, typed
+from steerbench.run.config_keys import bad_limit, fail, first_repeat, known, mapping, typed
 from steerbench.run.config_schema import SAFE_NAME, BehavioursSpec, Constraint, TaskSpec
 
 TASK_KEYS = ("metric", "goal", "constraints", "description", "role")
@@ -119,5 +119,16 @@ def parse_constraint(item: Any, where: str) -> Constraint:
     return constraint
 
 
-def bad_limit(value: Any) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int) or value < 1
+def check_behaviour_constraints(behaviours: BehavioursSpec, configured: set[str]) -> None:
+    """Each metric the behaviours' constraints read is among the config's metrics or is a
+    behaviour's own score."""
+    from steerbench.run.behaviour_tasks import behaviour_metric
+
+    measured = configured | {behaviour_metric(name) for name in behaviours.names}
+    for index, constraint in enumerate(behaviours.constraints):
+        if constraint.metric not in measured:
+            raise fail(
+                f"behaviours.constraints[{index}].metric",
+                f"{constraint.metric!r} is not measured (metrics: "
+                f"{', '.join(sorted(configured)) or 'none'}); add it under metrics:",
+            )
