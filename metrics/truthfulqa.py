@@ -53,7 +53,13 @@ QA_PRIMER = (
 
 
 def context_of(question: str) -> str:
-    return f"{QA_PRIMER}\n\nQ: {question}\nA:"
+    """The QA primer, then the question, after the instructions of an active input-level
+    steering method (the prompt baseline), as MMLU's raw text reads them."""
+    from steerbench.model.levels import active_instructions
+
+    system = "\n\n".join(active_instructions())
+    prefix = f"{system}\n\n" if system else ""
+    return f"{prefix}{QA_PRIMER}\n\nQ: {question}\nA:"
 
 
 def continuation_ids(tokenizer, context: str, choice: str) -> tuple[list[int], list[int]]:

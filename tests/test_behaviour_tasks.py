@@ -260,7 +260,9 @@ def test_the_committed_behaviours_board_rebuilds_byte_for_byte(tmp_path):
         assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("name", ["caa", "cna", "ace", "directional-ablation", "mean-act"])
+@pytest.mark.parametrize(
+    "name", ["caa", "cna", "ace", "directional-ablation", "mean-act", "prompt"]
+)
 def test_a_neutral_strength_leaves_every_behaviour_score_bit_identical(tiny_qwen, name):
     from types import SimpleNamespace
 
@@ -279,3 +281,30 @@ def test_a_neutral_strength_leaves_every_behaviour_score_bit_identical(tiny_qwen
     with method.steer(model, artifact, METHODS.get(name).neutral_strength):
         neutral = [m.compute(lm=lm).values for m in metrics]
     assert neutral == unsteered
+    if name == "prompt":  # its instruction reaches every behaviour's reading, TruthfulQA's too
+        with method.steer(model, artifact, 1.0):
+            steered = [m.compute(lm=lm).values for m in metrics]
+        assert all(a != b for a, b in zip(steered, unsteered))
+
+
+def test_the_prompt_baseline_gets_each_behaviours_own_instructions(tmp_path):
+    from steerbench.run.behaviour_tasks import INSTRUCTIONS
+
+    document = behaviours_document(tmp_path / "m")
+    document["methods"] = [
+        {"name": "prompt", "strengths": [-1.0, 1.0]},
+        {
+            "name": "prompt",
+            "label": "mine",
+            "params": {"toward": ["Yes."], "away": ["No."]},
+            "strengths": [1.0],
+        },
+    ]
+    parts = behaviour_configs(parse_config(document, "b"))
+    for part in parts:
+        toward, away = INSTRUCTIONS[part.behaviour]
+        assert part.methods[0].params == {"toward": [toward], "away": [away]}
+        assert part.methods[1].params == {"toward": ["Yes."], "away": ["No."]}  # as given
+    assert len({p.methods[0].params["toward"][0] for p in parts}) == len(parts)
+    keys = {cell_key(p, c) for p in parts for c in plan(p) if c.method is not None}
+    assert len(keys) == 3 * len(parts)
