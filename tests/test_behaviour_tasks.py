@@ -164,6 +164,9 @@ def test_the_shipped_behaviour_configs_load_and_bad_ones_say_why(tmp_path):
         parse_config({**document, "discovery": {"positive": "a", "negative": "b"}}, "b")
     with pytest.raises(SteerbenchError, match=r"behaviours\.side_n"):
         parse_config({**document, "behaviours": {**BEHAVIOURS, "side_n": 0}}, "b")
+    one_level = {"name": "prompt", "params": {"toward": ["Yes."], "away": ["No."]}}
+    with pytest.raises(SteerbenchError, match=r"strength -2\.0 is outside the domain of 'prompt'"):
+        parse_config({**document, "methods": [one_level]}, "b")  # its default sweep: +-1, +-2
     unmeasured = {**BEHAVIOURS, "constraints": [{"metric": "quality", "min": 0.9}]}
     with pytest.raises(SteerbenchError, match="'quality' is not measured"):
         parse_config({**document, "behaviours": unmeasured}, "b")

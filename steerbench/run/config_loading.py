@@ -47,7 +47,7 @@ def resolve(config: BenchmarkConfig) -> None:
     prompt set the config names; the first problem is a one-line ``SteerbenchError``."""
     for spec in config.methods:
         method = get_method(spec.name, **spec.params)  # validates hyper-parameters
-        for strength in spec.strengths or []:
+        for strength in spec.strengths or method.default_strengths:  # the sweep that runs
             method.check_strength(strength)
     for key, prompt_spec in _prompt_set_specs(config).items():
         try:
