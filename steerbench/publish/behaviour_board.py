@@ -74,26 +74,28 @@ def load_behaviour(directory: Path) -> Behaviour:
     return Behaviour(directory.name, decided, comparisons, frame)
 
 
-def _interval(value: Any, low: Any, high: Any, signed: bool = True) -> str:
+def _interval(value: Any, low: Any, high: Any) -> str:
+    """A signed difference and its interval, "+0.12 [+0.03, +0.21]" ("–" when missing)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    sign = "+" if signed else ""
-    return f"{value:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def method_matrix(behaviours: list[Behaviour]) -> pd.DataFrame:
     """(method, direction) x behaviour: the change in its score from the unsteered model
-    at the chosen strength, "Δ [low, high] (rank r)", or "–" with no qualifying strength."""
+    at the chosen strength, "Δ [low, high] @ strength, rank r" (the task ranking's mark), or
+    "–" with no qualifying strength."""
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for behaviour in behaviours:
         for direction, arrow in DIRECTIONS:
-            for _, row in behaviour.ranking(direction).ranking.iterrows():
+            verdict = behaviour.ranking(direction)
+            for _, row in verdict.ranking.iterrows():
                 if row["is_unsteered"]:
                     continue
                 text = "–"
                 if not row["failed"]:
                     interval = _interval(row["delta"], row["delta_ci_low"], row["delta_ci_high"])
-                    text = f"{interval} @ {row['strength']:g}, rank {row['rank']}{row['tie']}"
+                    text = f"{interval} @ {row['strength']:g}, rank {verdict.mark(row)}"
                 cells.setdefault((row["method"], arrow), {})[behaviour.name] = text
     index = pd.MultiIndex.from_tuples(list(cells), names=["method", "direction"])
     return pd.DataFrame(list(cells.values()), index=index).fillna("–")
