@@ -244,6 +244,8 @@ def test_the_behaviours_board_reports_paired_changes_from_the_unsteered_model(
     matrix = method_matrix(behaviours)
     assert list(matrix.columns) == BEHAVIOURS["names"]
     assert {m for m, _ in matrix.index} == {"caa"}
+    with pytest.raises(SteerbenchError, match="holds no behaviour results"):
+        build_behaviour_board(tmp_path / "nothing", tmp_path / "board")
     out = build_behaviour_board(results, tmp_path / "board")
     text = (out / "README.md").read_text()
     assert "increase-sycophancy" in text and "decrease-survival-instinct" in text

@@ -54,7 +54,11 @@ class Behaviour:
 
 def behaviour_dirs(results: Path) -> list[Path]:
     """The behaviour folders of a behaviours run, in name order."""
-    found = sorted(p for p in results.iterdir() if (p / "results.parquet").is_file())
+    found = (
+        sorted(p for p in results.iterdir() if (p / "results.parquet").is_file())
+        if results.is_dir()
+        else []
+    )
     if not found:
         raise SteerbenchError(
             f"{results} holds no behaviour results (<behaviour>/results.parquet); run a "
