@@ -232,7 +232,8 @@ def test_keys_hold_the_dtype_auto_resolves_to_on_this_machine(model_dir, monkeyp
     [
         (
             {"modles": ["x"]},
-            "'modles': unknown key \\(did you mean 'models'\\?\\); allowed: device, discovery",
+            "'modles': unknown key \\(did you mean 'models'\\?\\); "
+            "allowed: behaviour, behaviours, device",
         ),
         ({"methods": [{"name": "cnaa"}]}, "methods\\[0\\].name.*allowed: ace, caa, cast, cna"),
         ({"methods": [{"name": "cna", "strengths": [-1]}]}, "outside the domain"),
