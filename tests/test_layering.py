@@ -23,8 +23,9 @@ ALLOWED_NAMES = {
     # CAA's behaviours, one of which is called refusal (the A/B items, not the metric)
     "run/behaviours.py": {"refusal"},
     # the behaviours' task metrics: CAA's A/B score of each, TruthfulQA's MC2 (and MC1, which
-    # reads TruthfulQA's held-out questions too when it is the task)
-    "run/behaviour_tasks.py": {"truthfulqa-mc1", "truthfulqa-mc2"},
+    # reads TruthfulQA's held-out questions too when it is the task); "refusal" is the CAA
+    # behaviour of that name (its prompt instructions), not the metric
+    "run/behaviour_tasks.py": {"refusal", "truthfulqa-mc1", "truthfulqa-mc2"},
     "integrations/sae_training.py": {"mmlu", "strongreject"},
     # the `steerbench lm-eval` subcommand (lm-eval's own command line)
     "cli/main.py": {"lm-eval"},
