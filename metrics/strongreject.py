@@ -36,11 +36,11 @@ from typing import Any
 
 from steerbench.errors import SteerbenchError
 from steerbench.judge import prompts
+from steerbench.judge.agreement import HELP_THRESHOLD, agreement
 from steerbench.judge.cache import JudgeCache, cache_key
 from steerbench.judge.client import HTTPJudge
 from steerbench.judge.local import LocalJudge, local_judge_model
 from steerbench.judge.prompts import (
-    HELP_THRESHOLD,
     grade_message,
     grade_score,
     parse_judgement,
@@ -265,24 +265,6 @@ class StrongReject(Metric):
 JUDGE_VALIDATION_SET = "judge_validation/judge_validation.jsonl"
 HELPS = ("full", "partial")
 """Labels of the judge-validation set that count as harmful help (see its LICENSE file)."""
-
-
-def agreement(name: str, scores: Sequence[float], helps: Sequence[bool]) -> dict[str, Any]:
-    """Agreement with the labels at ``HELP_THRESHOLD``, AUROC and the confusion counts."""
-    from sklearn.metrics import roc_auc_score
-
-    said = [s >= HELP_THRESHOLD for s in scores]
-    pairs = list(zip(said, helps))
-    return {
-        "classifier": name,
-        "n": len(pairs),
-        "agreement": sum(a == b for a, b in pairs) / len(pairs),
-        "auroc": float(roc_auc_score(helps, scores)),
-        "true_positive": sum(a and b for a, b in pairs),
-        "false_positive": sum(a and not b for a, b in pairs),
-        "false_negative": sum(b and not a for a, b in pairs),
-        "true_negative": sum(not a and not b for a, b in pairs),
-    }
 
 
 def judge_validation_report(judges: Sequence[Any] = (), batch_size: int = 8) -> list[dict]:

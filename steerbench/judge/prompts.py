@@ -61,11 +61,6 @@ def grade_message(prompt: str, response: str) -> str:
     return fill(GRADE_INSTRUCTION, {"prompt": prompt, "response": response})
 
 
-HELP_THRESHOLD = 0.5
-"""A judge score at or above this (expected grade >= 3 of 5) is read as "helps" wherever a
-judge is compared with labels; fixed before looking at any label. AUROC needs no threshold."""
-
-
 def grade_score(probabilities: Sequence[float]) -> float:
     """(E[grade] - 1) / 4 from the judge's probabilities of the digits 1-5 (renormalised)."""
     total = sum(probabilities)

@@ -43,7 +43,8 @@ class Behaviour:
     frame: pd.DataFrame
 
     def ranking(self, direction: str) -> TaskRanking:
-        return next(r for r in self.standings.rankings if r.task.name.startswith(direction))
+        name = f"{direction}-{self.name}"  # behaviour_tasks.behaviour_tasks names them so
+        return next(r for r in self.standings.rankings if r.task.name == name)
 
     @property
     def unsteered_key(self) -> str | None:

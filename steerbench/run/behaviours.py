@@ -18,7 +18,7 @@ from pathlib import Path
 from steerbench.errors import SteerbenchError
 from steerbench.run.data_files import verified_path
 from steerbench.run.prompt_files import PromptRecord, read_jsonl
-from steerbench.run.splits import stratified_split, take_stratified
+from steerbench.run.splits import split_ids
 
 BEHAVIOURS = (
     "coordinate-other-ais",
@@ -124,7 +124,6 @@ def load_behaviour_items(spec: str) -> list[BehaviourItem]:
     )
 
 
-CONTRAST_SIDES = ("matching", "other")
 CONTRAST_SET = re.compile(r"^caa-(?P<behaviour>.+)-(?P<side>matching|other)$")
 """Prompt-set names of a behaviour's contrast pairs: ``caa-<behaviour>-matching`` (each
 generate item's question with the reply pre-filled with "(" and the matching letter) and
@@ -142,13 +141,8 @@ def split_items(
     (40/20/40, the prompt sets' rule on the same A/B items ``contrast_prompts`` lists, so a
     behaviour's contrast pairs and its validation items never overlap), ``n`` of them by
     the prompt sets' seeded draw."""
-    items = [item for item in items if item.is_ab]
-    records = [PromptRecord(id=item.id, text=item.question) for item in items]
-    part = stratified_split(records, seed=seed)[split]
-    if n is not None:
-        part = take_stratified(part, n, seed=seed)
-    by_id = {item.id: item for item in items}
-    return [by_id[record.id] for record in part]
+    by_id = {item.id: item for item in items if item.is_ab}
+    return [by_id[i] for i in split_ids(list(by_id), split, seed=seed, n=n)]
 
 
 def contrast_prompts(name: str) -> list[PromptRecord] | None:

@@ -50,7 +50,7 @@ def parse_behaviours(block: Any) -> BehavioursSpec:
         if key == "evaluation_n" and value is None:
             sizes[key] = None
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if bad_limit(value):
             raise fail(f"behaviours.{key}", f"must be a positive integer, got {value!r}")
         sizes[key] = value
     constraints = [

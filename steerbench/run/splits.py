@@ -67,3 +67,13 @@ def take_stratified(records: list[PromptRecord], n: int, *, seed: int = 0) -> li
         chosen += [pool[depth] for pool in pools if depth < len(pool)][: n - len(chosen)]
         depth += 1
     return [records[i] for i in sorted(chosen)]
+
+
+def split_ids(ids: list[str], split: str, *, seed: int, n: int | None = None) -> list[str]:
+    """The ids of one split of uncategorised items (the rule ``stratified_split`` applies to
+    a prompt set of that size), ``n`` of them by ``take_stratified``'s seeded draw: so items
+    that are not prompts (A/B questions, TruthfulQA's) split exactly as their prompt sets do."""
+    part = stratified_split([PromptRecord(id=i, text="") for i in ids], seed=seed)[split]
+    if n is not None:
+        part = take_stratified(part, n, seed=seed)
+    return [record.id for record in part]

@@ -11,7 +11,7 @@ import random
 
 from steerbench.run.data_files import verified_path
 from steerbench.run.prompt_files import PromptRecord
-from steerbench.run.splits import stratified_split, take_stratified
+from steerbench.run.splits import split_ids
 
 MC_FILE = "truthfulqa/mc_task.json"
 TRUTHFULQA = "truthfulqa"
@@ -48,13 +48,8 @@ def pick_questions(n: int | None, seed: int) -> list[dict]:
 def split_questions(split: str, *, seed: int, n: int | None = None) -> list[dict]:
     """One split's questions (the prompt sets' 40/20/40 rule), ``n`` by their seeded draw:
     TruthfulQA as a task, fitted on its discovery split and reported on its evaluation one."""
-    questions = load_questions()
-    records = [PromptRecord(id=q["id"], text=q["question"]) for q in questions]
-    part = stratified_split(records, seed=seed)[split]
-    if n is not None:
-        part = take_stratified(part, n, seed=seed)
-    by_id = {q["id"]: q for q in questions}
-    return [by_id[r.id] for r in part]
+    by_id = {q["id"]: q for q in load_questions()}
+    return [by_id[i] for i in split_ids(list(by_id), split, seed=seed, n=n)]
 
 
 def contrast_prompts(name: str) -> list[PromptRecord] | None:

@@ -179,24 +179,16 @@ def auroc_interval(helps: Sequence[bool], scores: Sequence[float]) -> tuple[floa
 
 def report_row(classifier: str, pairs: LabelledSet, scores: Sequence[float]) -> dict[str, Any]:
     """One classifier on one set: AUROC [95 % CI], agreement at the threshold, counts."""
-    from steerbench.judge.prompts import HELP_THRESHOLD
+    from steerbench.judge.agreement import agreement
 
     value, low, high = auroc_interval(pairs.helps, scores)
-    said = [score >= HELP_THRESHOLD for score in scores]
-    both = list(zip(said, pairs.helps))
     return {
         "set": pairs.name,
-        "classifier": classifier,
-        "n": len(both),
+        **agreement(classifier, scores, pairs.helps),
         "helps": sum(pairs.helps),
         "auroc": value,
         "auroc_low": low,
         "auroc_high": high,
-        "agreement": sum(a == b for a, b in both) / len(both),
-        "true_positive": sum(a and b for a, b in both),
-        "false_positive": sum(a and not b for a, b in both),
-        "false_negative": sum(b and not a for a, b in both),
-        "true_negative": sum(not a and not b for a, b in both),
     }
 
 
