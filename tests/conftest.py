@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the judge-feature cache of the tests is their own, never the user's
+os.environ["STEERBENCH_CACHE"] = tempfile.mkdtemp(prefix="steerbench-test-cache-")
 
 from steerbench.testing import ARCHITECTURES, tiny_model
 

@@ -105,20 +105,25 @@ class SharedPrefix:
         one-token decoding step. None too for a cache that is not one plain key/value pair
         per layer: a sliding-window layer drops the prefix's early tokens, and the padding
         after the prefix then hides the wrong columns."""
-        from transformers.cache_utils import DynamicCache
-
         # token-id lists, not paths: commonprefix compares them element by element
         length = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 2)  # noqa: RUF071
         if len(prompts) < 2 or length < 2 or not plain_kv_cache(model):
             return None
+        return cls.of(model, prompts[0][:length], device)
+
+    @classmethod
+    def of(cls, model, tokens: list[int], device: torch.device) -> SharedPrefix:
+        """The cache of ``tokens`` run once (a prefix the caller knows every prompt has)."""
+        from transformers.cache_utils import DynamicCache
+
         cache = DynamicCache(config=model.config)
         model(
-            input_ids=torch.tensor([prompts[0][:length]], device=device),
+            input_ids=torch.tensor([tokens], device=device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        return cls(length, cache)
+        return cls(len(tokens), cache)
 
 
 @dataclass
@@ -130,6 +135,7 @@ class Prefilled:
     cache: Any  # a transformers Cache; None when the pass kept none
     mask: torch.Tensor  # [rows, prefix + suffix width], 1 = real token
     positions: torch.Tensor  # [rows, suffix width]: each suffix token's position
+    hidden: tuple[torch.Tensor, ...] | None = None  # per layer [rows, suffix width, d], if asked
 
 
 def prefill_after(
@@ -141,13 +147,15 @@ def prefill_after(
     *,
     keep_cache: bool = True,
     keep_logits: int = 1,
+    hidden_states: bool = False,
 ) -> Prefilled:
     """One pass over ``suffixes``, left-padded to a common width, each after a copy of the
     shared prefix's cache (or from position 0 without one): continuous batching's prefill
     and the prefix-sharing forward (``steerbench.model.prefix``) run exactly this, so both
     see the same positions and mask. ``keep_cache=False`` keeps no cache when there is no
     prefix (a read that decodes nothing after it); ``keep_logits`` > 1 keeps the logits of
-    each row's last positions, ``[rows, keep_logits, vocab]`` (a continuation's scores)."""
+    each row's last positions, ``[rows, keep_logits, vocab]`` (a continuation's scores);
+    ``hidden_states`` keeps every layer's residual stream over the suffix (a judge's features)."""
     from transformers.cache_utils import DynamicCache
 
     start = prefix.length if prefix else 0
@@ -161,15 +169,17 @@ def prefill_after(
         mask = torch.cat([mask.new_ones(len(suffixes), prefix.length), mask], dim=1)
     else:
         cache = DynamicCache(config=model.config) if keep_cache else None
-    logits = model(
+    out = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
         cache=cache,
         use_cache=cache is not None,
         logits_to_keep=keep_logits,
-    ).logits
-    return Prefilled(logits[:, -1] if keep_logits == 1 else logits, cache, mask, positions)
+        output_hidden_states=hidden_states,
+    )
+    logits = out.logits[:, -1] if keep_logits == 1 else out.logits
+    return Prefilled(logits, cache, mask, positions, out.hidden_states if hidden_states else None)
 
 
 def plain_kv_cache(model) -> bool:
