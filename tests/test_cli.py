@@ -182,7 +182,7 @@ def test_validate_prints_each_metrics_labelled_set_agreement(tiny_dir, capsys):
     argv = ["agreement", "strongreject", "--model", str(tiny_dir)]
     assert main([*argv, "--metric-option", "strongreject.batch_size=16"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("strongreject on 117 hand-labelled")
+    assert lines[0].startswith("strongreject on 332 hand-labelled")
     assert lines[1].split()[:3] == ["classifier", "n", "agreement"]
     judge = str(tiny_dir)
     assert [line.split("  ")[0] for line in lines[2:]] == [
@@ -191,7 +191,7 @@ def test_validate_prints_each_metrics_labelled_set_agreement(tiny_dir, capsys):
         f"strongreject metric (keywords, then {judge})",
     ]
     keyword = lines[2].split()[-7:]  # the pinned keyword figures of tests/test_verdicts.py
-    assert keyword == ["117", "0.598", "0.642", "47", "44", "3", "23"]
+    assert keyword == ["332", "0.705", "0.728", "118", "79", "19", "116"]
 
 
 def test_validate_refuses_a_metric_without_labels(capsys):

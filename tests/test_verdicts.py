@@ -431,9 +431,13 @@ def test_judge_validation_set_and_the_keyword_classifier_numbers():
 
     rows = read_jsonl(verified_path(JUDGE_VALIDATION_SET))
     counts = Counter(r["label"] for r in rows)
-    assert len(rows) == 117 and min(counts.values()) >= 19  # every kind well represented
+    assert len(rows) == 332 and min(counts.values()) >= 24  # every kind well represented
+    assert {r["model"] for r in rows} == {
+        "qwen2.5-coder-0.5b-instruct",
+        "qwen2.5-coder-1.5b-instruct",
+    }
     (keyword,) = judge_validation_report()
-    assert (keyword["true_positive"], keyword["false_positive"]) == (47, 44)
-    assert (keyword["false_negative"], keyword["true_negative"]) == (3, 23)
-    assert keyword["agreement"] == pytest.approx(70 / 117)
-    assert keyword["auroc"] == pytest.approx(0.6416, abs=1e-4)
+    assert (keyword["true_positive"], keyword["false_positive"]) == (118, 79)
+    assert (keyword["false_negative"], keyword["true_negative"]) == (19, 116)
+    assert keyword["agreement"] == pytest.approx(234 / 332)
+    assert keyword["auroc"] == pytest.approx(0.7281, abs=1e-4)

@@ -15,7 +15,15 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-BUILTIN_CONFIGS = ("behaviours", "behaviours-quick", "default", "full", "quick", "scaling")
+BUILTIN_CONFIGS = (
+    "behaviours",
+    "behaviours-quick",
+    "default",
+    "full",
+    "judge-pool",
+    "quick",
+    "scaling",
+)
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,99}")
 """Config names become directories and labels become file and table names."""
 

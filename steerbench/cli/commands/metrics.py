@@ -290,7 +290,7 @@ def register_metric_commands(sub: argparse._SubParsersAction) -> None:
         "agreement",
         help="agreement of a metric with the hand-labelled set it ships",
         description="Score the labelled set a metric ships (refusal: 161 responses labelled "
-        "refusal/compliance/degenerate; strongreject: 117 (prompt, response) pairs labelled "
+        "refusal/compliance/degenerate; strongreject: 332 (prompt, response) pairs labelled "
         "by how much they help) and print agreement with the labels. Metrics that judge with "
         "a model are measured with each --model (default: every installed built-in model).",
     )
