@@ -33,22 +33,30 @@ def test_small_builtin_refuses_harmful_and_answers_benign(small_model):
     assert "bread" in benign.lower(), benign
 
 
-def test_small_builtin_as_judge_scores_the_labelled_set_as_the_docs_say(small_model):
-    """The judge-validation rows for the 0.5B in docs/metrics.md, pinned: as a judge it is
-    at chance, and behind the keyword gate it adds nothing. The judge's probabilities round
-    differently in bf16 (a CPU with avx512_bf16) and float32 (elsewhere): the counts are
-    the same, the AUROCs move in the third decimal, so those are pinned per dtype."""
-    from steerbench.metrics.strongreject import judge_validation_report
+def test_the_shipped_trained_judge_reproduces_its_committed_scores(small_model):
+    """The 0.5B's trained judge, as the strongreject metric runs it, on the first pairs of
+    each set of the committed report (reproduction/judge/report.json): the same scores, so
+    the report's numbers are the shipped head's on this model. The committed report was
+    read in float32; in bf16 (a CPU with avx512_bf16) the read rounds differently, so the
+    scores are compared to a looser tolerance there."""
+    import json
 
-    keyword, alone, gated = judge_validation_report([small_model], batch_size=8)
+    import numpy as np
+
+    from steerbench.metric import Record, get_metric
+    from steerbench.run.data_files import datasets_root
+    from steerbench.studies import labelled_sets as labelled
+
+    report = json.loads((datasets_root().parent / "reproduction/judge/report.json").read_text())
     dtype = str(next(small_model.model.parameters()).dtype).removeprefix("torch.")
-    auroc = {"bfloat16": (0.488, 0.613), "float32": (0.500, 0.633)}[dtype]
-    figures = [
-        (row["agreement"], row["auroc"], row["true_positive"], row["false_positive"])
-        for row in (alone, gated)
-    ]
-    assert figures == [
-        (pytest.approx(0.462, abs=5e-4), pytest.approx(auroc[0], abs=5e-4), 50, 63),
-        (pytest.approx(0.598, abs=5e-4), pytest.approx(auroc[1], abs=5e-4), 47, 44),
-    ]
-    assert (keyword["agreement"], keyword["true_positive"]) == (pytest.approx(0.598, abs=5e-4), 47)
+    tolerance = {"float32": 2e-3}.get(dtype, 0.1)
+    sets = labelled.labelled_sets()
+    metric = get_metric("strongreject")
+    for row in report["rows"]:
+        if not row["classifier"].startswith("trained judge"):
+            continue
+        pairs = sets[row["set"]].head(report["settings"]["limit"])
+        records = [Record(str(i), pairs.prompts[i], pairs.responses[i]) for i in range(4)]
+        result = metric.compute(records, lm=small_model)
+        assert result.extra["mode"] == "trained"
+        np.testing.assert_allclose(result.values, row["scores"][:4], atol=tolerance)

@@ -27,18 +27,18 @@ def headline(standings: Standings) -> list[str]:
     return lines[:-1]
 
 
-def update_readme(readme: Path, section: list[str]) -> None:
-    """Replace what lies between the leaderboard markers of a project README with
-    ``section`` (generated tables, never edited by hand), atomically. Only the first
-    start marker and the first end marker after it count."""
+def update_readme(
+    readme: Path, section: list[str], markers: tuple[str, str] = (README_START, README_END)
+) -> None:
+    """Replace what lies between the leaderboard markers (or other ``markers``) of a project
+    README with ``section`` (generated tables, never edited by hand), atomically. Only the
+    first start marker and the first end marker after it count."""
+    first, last = markers
     text = readme.read_text(encoding="utf-8")
-    head, start, rest = text.partition(README_START)
-    _, end, tail = rest.partition(README_END)
+    head, start, rest = text.partition(first)
+    _, end, tail = rest.partition(last)
     if not start or not end:  # missing, or the end marker only before the start
         raise SteerbenchError(
-            f"{readme} has no {README_START} ... {README_END} markers; add them where the "
-            f"tables should go"
+            f"{readme} has no {first} ... {last} markers; add them where the tables should go"
         )
-    atomic_write_text(
-        readme, head + README_START + "\n" + "\n".join(section) + "\n" + README_END + tail
-    )
+    atomic_write_text(readme, head + first + "\n" + "\n".join(section) + "\n" + last + tail)

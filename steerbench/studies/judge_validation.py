@@ -13,175 +13,105 @@ Three labelled sets, each read as "does the answer give the harmful help asked f
 
 Classifiers: the keyword classifier ("compliance" = helps), a TF-IDF + logistic-regression
 baseline trained on ``gptfuzz-train`` + ``project-train`` (what a lexical judge learns with
-no model at all), and with ``--model`` each local judge's digit grade alone and the
-``strongreject`` metric as runs compute it (keyword gate, then the grade). Each row: AUROC
-with a percentile-bootstrap 95 % interval, agreement at the metric's fixed threshold and
-the confusion counts.
+no model at all), and with ``--model`` each local judge, from one read of each pair: its
+digit grade alone, the ``strongreject`` logprob mode (keyword gate, then the grade) and,
+where a head ships for it (or ``--retrain`` fits one), the trained judge. Each row: AUROC
+with a percentile-bootstrap 95 % interval over prompts, agreement at the metric's fixed
+threshold and the confusion counts, every classifier on the same pairs.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import math
-import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from steerbench.run.data_files import datasets_root, verified_path
-from steerbench.run.prompt_sets import read_jsonl
+from steerbench.judge.features import FeatureSpec
+from steerbench.studies.labelled_sets import (
+    SPLIT_SEED,
+    LabelledSet,
+    labelled_sets,
+    lexical_training,
+    read_features,
+    shipped_head,
+)
 
 VALIDATED_METRIC = "strongreject"
 """The metric whose judges this validates (``steerbench validate strongreject``)."""
 KEYWORD_METRIC = "refusal"
 """Its keyword gate: the refusal metric's classifier."""
-PROJECT_SET = "judge_validation/judge_validation.jsonl"
-PROJECT_HELPS = ("full", "partial")
-TEST_FRACTION = 1 / 3
-SPLIT_SEED = 0
 BOOTSTRAP = 1000
 REPORTED_SETS = ("gptfuzz-evaluate", "xstest-unsafe", "project-test")
 
 
-@dataclass(frozen=True)
-class LabelledSet:
-    """(prompt, response) pairs with a human label: helps (harmful help given) or not;
-    ``groups``: the prompt each pair answers (splits and folds never separate a prompt)."""
-
-    name: str
-    prompts: list[str]
-    responses: list[str]
-    helps: list[bool]
-    groups: list[str]
-
-    def __len__(self) -> int:
-        return len(self.helps)
-
-    def head(self, limit: int | None) -> LabelledSet:
-        """At most ``limit`` pairs (all when None): a seeded sample stratified by label, so
-        a sample keeps both labels (AUROC needs both) in the set's proportion."""
-        if limit is None or limit >= len(self):
-            return self
-        rng = random.Random(SPLIT_SEED)
-        positive = [i for i, h in enumerate(self.helps) if h]
-        negative = [i for i, h in enumerate(self.helps) if not h]
-        n_positive = min(len(positive), max(1, round(limit * len(positive) / len(self))))
-        n_positive = min(n_positive, limit - min(1, len(negative)))
-        keep = sorted(rng.sample(positive, n_positive) + rng.sample(negative, limit - n_positive))
-        return LabelledSet(
-            self.name,
-            [self.prompts[i] for i in keep],
-            [self.responses[i] for i in keep],
-            [self.helps[i] for i in keep],
-            [self.groups[i] for i in keep],
-        )
-
-
-def _csv_rows(relative: str) -> list[dict]:
-    csv.field_size_limit(1 << 30)
-    with verified_path(relative).open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def gptfuzz(part: str) -> LabelledSet:
-    """GPTFuzz's ``train`` (questions 0-79) or ``evaluate`` (80-99) answers."""
-    questions = {r["index"]: r["text"] for r in _csv_rows("gptfuzz/question_list.csv")}
-    rows = _csv_rows(f"gptfuzz/{part}.csv")
-    return LabelledSet(
-        f"gptfuzz-{part}",
-        [questions[r["question"]] for r in rows],
-        [r["Response"] for r in rows],
-        [r["label"] == "1" for r in rows],
-        [f"gptfuzz-{r['question']}" for r in rows],
-    )
-
-
-def xstest_unsafe() -> LabelledSet:
-    """XSTest v2's answers to its unsafe (``contrast_*``) prompts, five models'."""
-    rows = []
-    for path in sorted(glob.glob(str(datasets_root() / "xstest_v2" / "*.csv"))):
-        relative = path[len(str(datasets_root())) + 1 :]
-        rows += [r for r in _csv_rows(relative) if r["type"].startswith("contrast_")]
-    return LabelledSet(
-        "xstest-unsafe",
-        [r["prompt"] for r in rows],
-        [r["completion"] for r in rows],
-        [r["final_label"] == "1_full_compliance" for r in rows],
-        [r["prompt"] for r in rows],
-    )
-
-
-def project(part: str) -> LabelledSet:
-    """The project's labelled steered outputs, ``train`` (2/3) or ``test`` (1/3) by prompt."""
-    rows = read_jsonl(verified_path(PROJECT_SET))
-    prompts = sorted({r["prompt"] for r in rows})
-    random.Random(SPLIT_SEED).shuffle(prompts)
-    test = set(prompts[: round(len(prompts) * TEST_FRACTION)])
-    chosen = [r for r in rows if (r["prompt"] in test) == (part == "test")]
-    return LabelledSet(
-        f"project-{part}",
-        [r["prompt"] for r in chosen],
-        [r["response"] for r in chosen],
-        [r["label"] in PROJECT_HELPS for r in chosen],
-        [r["prompt"] for r in chosen],
-    )
-
-
-def labelled_sets() -> dict[str, LabelledSet]:
-    return {
-        "gptfuzz-train": gptfuzz("train"),
-        "gptfuzz-evaluate": gptfuzz("evaluate"),
-        "xstest-unsafe": xstest_unsafe(),
-        "project-train": project("train"),
-        "project-test": project("test"),
-    }
-
-
 def tfidf_baseline(train: Sequence[LabelledSet]) -> Callable[[LabelledSet], list[float]]:
-    """A lexical judge: TF-IDF of the response (word 1-2-grams) and logistic regression,
-    fitted on ``train``; returns the scorer (P(helps) of each pair)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    """The lexical judge (``steerbench.judge.lexical``) fitted on ``train``; returns the
+    scorer (P(helps) of each pair)."""
+    from steerbench.judge.lexical import fit_lexical
 
-    texts = [text for s in train for text in s.responses]
-    labels = [label for s in train for label in s.helps]
-    model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=50_000),
-        LogisticRegression(max_iter=2000, class_weight="balanced", random_state=SPLIT_SEED),
+    scorer = fit_lexical(
+        [text for s in train for text in s.responses],
+        [label for s in train for label in s.helps],
+        SPLIT_SEED,
     )
-    model.fit(texts, labels)
-    return lambda pairs: [float(p) for p in model.predict_proba(pairs.responses)[:, 1]]
+    return lambda pairs: scorer.scores(pairs.responses).tolist()
 
 
-def auroc_interval(helps: Sequence[bool], scores: Sequence[float]) -> tuple[float, float, float]:
-    """AUROC and its percentile-bootstrap 95 % interval (resampling pairs, seeded; NaN
-    where the pairs hold one label only)."""
+def prompt_resamples(groups: Sequence[str]) -> list[np.ndarray]:
+    """``BOOTSTRAP`` seeded resamples of whole prompts, as index arrays into the pairs."""
+    names, cluster = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(cluster == c) for c in range(len(names))]
+    rng = np.random.default_rng(SPLIT_SEED)
+    return [
+        np.concatenate([members[c] for c in rng.integers(0, len(names), len(names))])
+        for _ in range(BOOTSTRAP)
+    ]
+
+
+def auroc_interval(
+    helps: Sequence[bool], scores: Sequence[float], groups: Sequence[str] | None = None
+) -> tuple[float, float, float]:
+    """AUROC and its percentile-bootstrap 95 % interval, seeded; NaN where the pairs hold
+    one label only. With ``groups`` (the prompt each pair answers) the bootstrap resamples
+    whole prompts: answers to one prompt are not independent (the same request, often the
+    same words), and resampling them one by one would make the interval too narrow."""
+    return auroc_difference(helps, scores, None, groups)
+
+
+def auroc_difference(
+    helps: Sequence[bool],
+    scores: Sequence[float],
+    baseline: Sequence[float] | None,
+    groups: Sequence[str] | None = None,
+) -> tuple[float, float, float]:
+    """AUROC(scores) - AUROC(baseline) on the same pairs (AUROC(scores) alone without a
+    baseline) and its paired bootstrap 95 % interval: both judges scored on each resample."""
     from sklearn.metrics import roc_auc_score
 
     y, s = np.asarray(helps, dtype=bool), np.asarray(scores, dtype=float)
     if y.all() or not y.any():  # one label only: no ranking to measure
         return math.nan, math.nan, math.nan
-    value = float(roc_auc_score(y, s))
-    rng = np.random.default_rng(SPLIT_SEED)
-    draws = []
-    for _ in range(BOOTSTRAP):
-        index = rng.integers(0, len(y), len(y))
-        if y[index].all() or not y[index].any():
-            continue
-        draws.append(roc_auc_score(y[index], s[index]))
+    b = np.asarray(baseline, dtype=float) if baseline is not None else None
+
+    def statistic(index: np.ndarray) -> float:
+        value = roc_auc_score(y[index], s[index])
+        return float(value - roc_auc_score(y[index], b[index]) if b is not None else value)
+
+    value = statistic(np.arange(len(y)))
+    labels = groups if groups is not None else [str(i) for i in range(len(y))]
+    draws = [statistic(i) for i in prompt_resamples(labels) if 0 < y[i].sum() < len(i)]
     low, high = np.percentile(draws, [2.5, 97.5])
     return value, float(low), float(high)
 
 
 def report_row(classifier: str, pairs: LabelledSet, scores: Sequence[float]) -> dict[str, Any]:
-    """One classifier on one set: AUROC [95 % CI], agreement at the threshold, counts."""
+    """One classifier on one set: AUROC [95 % CI], agreement at the threshold, counts, and
+    the per-pair scores they were computed from."""
     from steerbench.judge.agreement import agreement
 
-    value, low, high = auroc_interval(pairs.helps, scores)
+    value, low, high = auroc_interval(pairs.helps, scores, pairs.groups)
     return {
         "set": pairs.name,
         **agreement(classifier, scores, pairs.helps),
@@ -189,7 +119,17 @@ def report_row(classifier: str, pairs: LabelledSet, scores: Sequence[float]) -> 
         "auroc": value,
         "auroc_low": low,
         "auroc_high": high,
+        "scores": [float(s) for s in scores],
     }
+
+
+def versus_baseline(
+    pairs: LabelledSet, scores: Sequence[float], baseline: Sequence[float]
+) -> dict[str, float]:
+    """A judge's AUROC minus the TF-IDF baseline's on the same pairs, with its paired
+    prompt-bootstrap 95 % interval: whether the sample can tell the two apart."""
+    value, low, high = auroc_difference(pairs.helps, scores, baseline, pairs.groups)
+    return {"vs_baseline": value, "vs_baseline_low": low, "vs_baseline_high": high}
 
 
 def keyword_scores(pairs: LabelledSet) -> list[float]:
@@ -204,37 +144,122 @@ def keyword_scores(pairs: LabelledSet) -> list[float]:
     return [float(label == "compliance") for label in labels]
 
 
-def judge_scores(lm: Any, pairs: LabelledSet, batch_size: int) -> list[float]:
-    """A local judge's digit grade of each pair, as a score in [0, 1]."""
-    from steerbench.judge.local import LocalJudge
-    from steerbench.judge.prompts import grade_message, grade_score
-
-    messages = [grade_message(p, r) for p, r in zip(pairs.prompts, pairs.responses)]
-    return [grade_score(g) for g in LocalJudge(lm, 1, batch_size).grade(messages)]
-
-
 def validation_report(
     judges: Sequence[Any] = (),
     *,
     limit: int | None = None,
     batch_size: int = 8,
     sets: Sequence[str] = REPORTED_SETS,
+    heads: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every classifier on each of ``sets`` (``limit``: a seeded sample of each set's pairs
-    for the model judges, whose cost is a forward pass per pair)."""
+    """Every classifier on each of ``sets``, or on a seeded sample of ``limit`` pairs of
+    each (every classifier on the same pairs: a model judge's cost is a forward pass per
+    pair). Each model judge reads each pair once (``steerbench.judge.features``): its digit
+    grade alone, the ``strongreject`` logprob mode as runs compute it (keyword gate, then
+    the grade), and, where ``heads`` (judge name -> head; default: the shipped heads) has
+    one for it, the trained judge."""
+    from steerbench.judge.prompts import grade_score
+
     labelled = labelled_sets()
-    tfidf = tfidf_baseline([labelled["gptfuzz-train"], labelled["project-train"]])
+    tfidf = tfidf_baseline(lexical_training(labelled))
+    heads = dict(heads or {})
+    for lm in judges:
+        if lm.name not in heads:
+            heads[lm.name] = shipped_head(lm.name)
     rows = []
     for name in sets:
-        pairs = labelled[name]
+        pairs = labelled[name].head(limit)
         keyword = keyword_scores(pairs)
         rows.append(report_row("keyword classifier (compliance = helps)", pairs, keyword))
-        rows.append(report_row("TF-IDF + logistic regression (baseline)", pairs, tfidf(pairs)))
-        sample = pairs.head(limit)
-        gate = keyword_scores(sample)
+        lexical = tfidf(pairs)
+        rows.append(report_row("TF-IDF + logistic regression (baseline)", pairs, lexical))
         for lm in judges:
-            alone = judge_scores(lm, sample, batch_size)
-            rows.append(report_row(f"{lm.name}: digit grade alone", sample, alone))
-            gated = [score if ok else 0.0 for score, ok in zip(alone, gate)]
-            rows.append(report_row(f"strongreject (keywords, then {lm.name})", sample, gated))
+            head = heads[lm.name]
+            spec = head.spec if head is not None else FeatureSpec()
+            features = read_features(lm, pairs, spec, batch_size=batch_size)
+            alone = [grade_score(g) for g in features[:, :5].tolist()]
+            rows.append(report_row(f"{lm.name}: digit grade alone", pairs, alone))
+            gated = [score if ok else 0.0 for score, ok in zip(alone, keyword)]
+            rows.append(report_row(f"strongreject (keywords, then {lm.name})", pairs, gated))
+            if head is not None:
+                trained = head.score(features, pairs.responses).tolist()
+                row = report_row(f"trained judge ({lm.name})", pairs, trained)
+                rows.append(
+                    {
+                        **row,
+                        **versus_baseline(pairs, trained, lexical),
+                        "head_sha256": head.digest(),
+                    }
+                )
     return rows
+
+
+REPORT_FILE = "report.json"
+JUDGE_MARKERS = ("<!-- judge-validation:start -->", "<!-- judge-validation:end -->")
+"""Where ``validate strongreject --readme FILE`` writes the report's table."""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's word for it."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_report(rows: list[dict[str, Any]], folder: Any, judges: Sequence[Any], **settings) -> Any:
+    """``folder/report.json``: every row with its per-pair scores, the judges (name,
+    revision, device, dtype), the settings, the machine and the versions (what the README's
+    table is rendered from, ``report_markdown``)."""
+    import json
+    import os
+
+    from steerbench.files import atomic_write_text
+    from steerbench.run.provenance import machine, provenance
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REPORT_FILE
+    report = {
+        "settings": settings,
+        "judges": [{"name": lm.name, "revision": lm.revision, **machine(lm)} for lm in judges],
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+        "versions": provenance(),
+        "rows": rows,
+    }
+    atomic_write_text(path, json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+SET_TITLES = {
+    "gptfuzz-evaluate": "GPTFuzz evaluate",
+    "xstest-unsafe": "XSTest unsafe",
+    "project-test": "project test",
+}
+
+
+def report_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The report as a Markdown table (the README's and docs/metrics.md's), one line each."""
+    lines = [
+        "| set | classifier | n | AUROC [95 % CI] | Δ AUROC vs TF-IDF [95 % CI] | agreement "
+        "| TP | FP | FN | TN |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        versus = (
+            f"{r['vs_baseline']:+.3f} [{r['vs_baseline_low']:+.3f}, {r['vs_baseline_high']:+.3f}]"
+            if "vs_baseline" in r
+            else ""
+        )
+        lines.append(
+            f"| {SET_TITLES.get(r['set'], r['set'])} | {r['classifier']} | {r['n']} | "
+            f"{r['auroc']:.3f} [{r['auroc_low']:.3f}, {r['auroc_high']:.3f}] | {versus} | "
+            f"{r['agreement']:.3f} | {r['true_positive']} | {r['false_positive']} | "
+            f"{r['false_negative']} | {r['true_negative']} |"
+        )
+    return lines
