@@ -41,6 +41,8 @@ def judge_description(config: BenchmarkConfig) -> str:
     if spec.options.get("judge_url"):
         return f"`{spec.options.get('judge_model')}` at {spec.options['judge_url']}"
     judge = spec.options.get("local_judge") or "the evaluated model itself"
+    if spec.options.get("mode") == "trained":
+        return f"the trained judge ({judge}'s read and a head fitted on human labels)"
     return f"{judge} running locally (a weak judge)"
 
 
