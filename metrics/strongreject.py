@@ -120,7 +120,7 @@ class StrongReject(Metric):
         and parse the rubric's answer fields; the default with judge_url) or "auto"."""
         head: str | None = None
         """trained mode: a head file of your own (``steerbench validate strongreject
-        --retrain --out``); default: the head shipped for the judge model."""
+        --retrain --head-out``); default: the head shipped for the judge model."""
 
         def __post_init__(self) -> None:
             if self.mode not in MODES:
@@ -176,7 +176,7 @@ class StrongReject(Metric):
                 f"strongreject mode trained: no trained head ships for the judge {judge}; set "
                 f"local_judge to {', '.join(shipped_judges()) or 'a judge with a head'}, give "
                 f"head: FILE (`steerbench validate strongreject --retrain --model {judge} "
-                f"--out FILE`), or use mode: logprob"
+                f"--head-out FILE`), or use mode: logprob"
             )
         if head.judge != judge:
             raise SteerbenchError(
@@ -312,10 +312,9 @@ class StrongReject(Metric):
         """The judge's own input as it reads it: every item's (prompt, response) as a chat
         (trained: its budget is counted in passes of that), the grading messages of the items
         the keyword gate passes (logprob: refusals and degenerate answers score 0 unread), or
-        the rubric conversations of the judged subset
-        (rubric), cached or not (the floor is the reading itself). None for a remote judge (it
-        reads no model here) and for a local judge other than ``lm`` (its floor would run on
-        another model)."""
+        the rubric conversations of the judged subset (rubric), cached or not (the floor is the
+        reading itself). None for a remote judge (it reads no model here) and for a local
+        judge other than ``lm`` (its floor would run on another model)."""
         from steerbench.metrics.refusal import classify
         from steerbench.model.chat import PromptFormat, format_prompts, prompt_token_ids
 
