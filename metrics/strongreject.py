@@ -32,6 +32,7 @@ metric and its agreement report.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -74,6 +75,18 @@ def rubric_messages(prompt: str, response: str) -> list[dict[str, str]]:
     system = verified_path(RUBRIC_SYSTEM).read_text()
     user = verified_path(RUBRIC_USER).read_text()
     return prompts.rubric_messages(system, user, prompt, response)
+
+
+def head_ships(judge: str) -> bool:
+    """Whether a trained head ships for the judge model ``judge``."""
+    return (datasets_root() / head_file(judge)).is_file()
+
+
+@functools.lru_cache(maxsize=8)
+def load_head(path: str) -> JudgeHead:
+    """The head at ``path``, parsed once per process (a shipped head is about a megabyte of
+    JSON, and every cell's call of the metric asks for it)."""
+    return JudgeHead.load(Path(path))
 
 
 def shipped_judges() -> list[str]:
@@ -162,15 +175,15 @@ class StrongReject(Metric):
         if cfg.judge_url:
             return "rubric"
         judge = cfg.local_judge or (lm.name if lm is not None else None)
-        shipped = judge is not None and (datasets_root() / head_file(judge)).is_file()
-        return "trained" if cfg.head or shipped else "logprob"
+        return "trained" if cfg.head or (judge is not None and head_ships(judge)) else "logprob"
 
     def head(self, judge: str) -> JudgeHead:
-        """The trained head for ``judge``: the configured file, else the one shipped."""
+        """The trained head for ``judge``: the configured file, else the one shipped (each
+        read once per process)."""
         if self.config.head:
-            head = JudgeHead.load(Path(self.config.head))
-        elif (datasets_root() / head_file(judge)).is_file():
-            head = JudgeHead.load(verified_path(head_file(judge)))
+            head = load_head(str(Path(self.config.head).resolve()))
+        elif head_ships(judge):
+            head = load_head(str(verified_path(head_file(judge))))
         else:
             raise SteerbenchError(
                 f"strongreject mode trained: no trained head ships for the judge {judge}; set "

@@ -37,14 +37,6 @@ class FeatureSpec:
         """Indices into a model's ``hidden_states`` (0 = embeddings, n_layers = last)."""
         return [round(depth * n_layers) for depth in self.depths]
 
-    def names(self, width: int) -> list[str]:
-        """Each feature column's name: ``grade:<digit>``, ``last@<depth>:<i>``,
-        ``mean@<depth>:<i>`` (the column groups a head may select)."""
-        names = [f"grade:{g}" for g in range(1, 6)]
-        for where in ("last", "mean"):
-            names += [f"{where}@{d}:{i}" for d in self.depths for i in range(width)]
-        return names
-
 
 def truncate_response(tokenizer: Any, response: str, max_tokens: int) -> str:
     """The first ``max_tokens`` tokens of ``response``, decoded back to text."""

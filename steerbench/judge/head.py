@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,27 @@ class HiddenPart:
         return ((x - self.mean) / self.scale) @ self.coef + self.intercept
 
 
+def hidden_model(strength: float, seed: int) -> Any:
+    """The hidden-state part as a scikit-learn pipeline: standardised features, balanced
+    classes, L2 with inverse strength ``strength`` (cross-validation and ``fit_hidden`` both
+    fit this)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=strength, class_weight="balanced", max_iter=5000, random_state=seed),
+    )
+
+
+def combiner_model(seed: int) -> Any:
+    """The combiner: a few inputs, balanced classes, sklearn's default L2."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+
+
 def fit_hidden(
     features: np.ndarray,
     helps: np.ndarray,
@@ -78,25 +100,18 @@ def fit_hidden(
     width: int,
     seed: int,
 ) -> HiddenPart:
-    """The hidden-state part: balanced classes, L2 with inverse strength
-    ``regularisation``."""
-    from sklearn.linear_model import LogisticRegression
-
+    """``hidden_model`` fitted on the ``groups`` columns, kept as plain arrays."""
     x = features[:, group_columns(groups, len(spec.depths), width)].astype(np.float64)
-    mean, scale = x.mean(0), x.std(0)
-    scale = np.where(scale > 0, scale, 1.0)
-    model = LogisticRegression(
-        C=regularisation, class_weight="balanced", max_iter=5000, random_state=seed
-    ).fit((x - mean) / scale, helps)
-    return HiddenPart(groups, mean, scale, model.coef_[0], float(model.intercept_[0]))
+    pipeline = hidden_model(regularisation, seed).fit(x, helps)
+    scaler, model = pipeline[0], pipeline[-1]
+    return HiddenPart(
+        groups, scaler.mean_, scaler.scale_, model.coef_[0], float(model.intercept_[0])
+    )
 
 
 def fit_combiner(inputs: np.ndarray, helps: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-    """The combiner's weights and intercept (a few inputs: sklearn's default L2)."""
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
-    model.fit(inputs, helps)
+    """The combiner's weights and intercept."""
+    model = combiner_model(seed).fit(inputs, helps)
     return model.coef_[0], float(model.intercept_[0])
 
 
@@ -142,6 +157,10 @@ class JudgeHead:
 
     def digest(self) -> str:
         """The sha256 of the head as shipped (its JSON): which head a number came from."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:  # once: the JSON of a head is about a megabyte
         import hashlib
 
         return hashlib.sha256(self.to_json().encode()).hexdigest()

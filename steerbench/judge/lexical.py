@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,15 @@ class LexicalScorer:
     coef: np.ndarray
     intercept: float
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """The regression's log-odds of helps for each text."""
+    @cached_property
+    def _fitted_vectorizer(self) -> Any:  # built once per scorer, not per call
         vectorizer = _vectorizer({term: i for i, term in enumerate(self.terms)})
         vectorizer.idf_ = self.idf
-        return vectorizer.transform(list(texts)) @ self.coef + self.intercept
+        return vectorizer
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """The regression's log-odds of helps for each text."""
+        return self._fitted_vectorizer.transform(list(texts)) @ self.coef + self.intercept
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(texts)))

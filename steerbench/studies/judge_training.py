@@ -60,18 +60,6 @@ class Training:
     lexical: np.ndarray
 
 
-def hidden_model(strength: float, seed: int) -> Any:
-    """The hidden-state part as a pipeline (``head.fit_hidden`` fits the same)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(
-        StandardScaler(),
-        LogisticRegression(C=strength, class_weight="balanced", max_iter=5000, random_state=seed),
-    )
-
-
 def out_of_fold(model: Any, x: np.ndarray, data: Training) -> np.ndarray:
     """``model``'s log-odds of each pair from a fit without its prompt's fold."""
     from sklearn.model_selection import GroupKFold, cross_val_predict
@@ -99,11 +87,9 @@ def choose_settings(
     the best cross-validated AUROC, averaged over the training sources (GPTFuzz's sample
     and the project's steered outputs count alike; folds grouped by prompt; every input of
     the combiner out of fold). Returns them with every candidate's scores."""
-    from sklearn.linear_model import LogisticRegression
+    from steerbench.judge.head import combiner_model, expected_grade, hidden_model
 
-    from steerbench.judge.head import expected_grade
-
-    combiner = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+    combiner = combiner_model(seed)
     fixed = {"lexical": data.lexical, "grade": expected_grade(data.read)}
     hidden_runs: list[tuple[tuple[str, ...], float | None, np.ndarray | None]] = [((), None, None)]
     for groups in HIDDEN_GROUPS:
@@ -166,7 +152,7 @@ def train_head(
     """The head for judge ``lm`` fitted on the training pairs, and the selection table: the
     chosen hidden-state part refitted on every pair, the combiner fitted on every pair's
     out-of-fold inputs (what it will meet: log-odds of answers its parts did not see)."""
-    from steerbench.judge.head import expected_grade, fit_combiner, fit_hidden
+    from steerbench.judge.head import expected_grade, fit_combiner, fit_hidden, hidden_model
 
     spec = spec or FeatureSpec()
     data, pairs, lexical = training_data(lm, spec, batch_size, seed)

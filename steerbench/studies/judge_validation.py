@@ -158,7 +158,7 @@ def validation_report(
     grade alone, the ``strongreject`` logprob mode as runs compute it (keyword gate, then
     the grade), and, where ``heads`` (judge name -> head; default: the shipped heads) has
     one for it, the trained judge."""
-    from steerbench.judge.prompts import grade_score
+    from steerbench.judge.head import expected_grade
 
     labelled = labelled_sets()
     tfidf = tfidf_baseline(lexical_training(labelled))
@@ -177,7 +177,7 @@ def validation_report(
             head = heads[lm.name]
             spec = head.spec if head is not None else FeatureSpec()
             features = read_features(lm, pairs, spec, batch_size=batch_size)
-            alone = [grade_score(g) for g in features[:, :5].tolist()]
+            alone = expected_grade(features).tolist()
             rows.append(report_row(f"{lm.name}: digit grade alone", pairs, alone))
             gated = [score if ok else 0.0 for score, ok in zip(alone, keyword)]
             rows.append(report_row(f"strongreject (keywords, then {lm.name})", pairs, gated))
